@@ -1,0 +1,67 @@
+# Every target that needs Python installs it first (.venv/ via `make setup`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+EXTRAS ?= train,cpu,deploy,dev
+CONFIG ?= configs/deploy.yaml
+DEPLOY := $(PY) -m deploy --config $(CONFIG)
+
+.PHONY: setup test test-fast demo bench deploy logs fetch status ssh destroy run \
+        image image-cpu push local-run docker-smoke clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { \
+	  echo "python3-venv is missing; installing it (needs root/sudo)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+## tests -----------------------------------------------------------------------------
+test: setup          ## the whole suite, as CI runs it
+	$(PY) -m pytest -q
+
+test-fast: setup     ## everything but the slow end-to-end tests (a few minutes)
+	$(PY) -m pytest -q -m "not slow"
+
+## the main job on a built-in synthetic dataset, on a laptop CPU -----------------------
+demo: setup
+	$(PY) -m trainer synth --out demo/dataset --videos 160 --seed 0
+	$(PY) -m trainer extract --dataset-path demo/dataset --cache-dir demo/cache --config configs/demo.yaml
+	$(PY) -m trainer info --cache-dir demo/cache
+	$(PY) -m trainer train --cache-dir demo/cache --output-dir demo/run --config configs/demo.yaml
+
+bench: setup
+	$(PY) bench/frame_sampling.py
+	$(PY) bench/train_throughput.py
+
+## deploy: a rented Vast.ai instance or your own SSH host (configs/deploy.yaml) --------
+deploy: setup        ## up + sync + start
+	$(DEPLOY) up && $(DEPLOY) sync && $(DEPLOY) start
+
+run: setup           ## up + sync + start + logs --follow + fetch
+	$(DEPLOY) run
+
+logs: setup
+	$(DEPLOY) logs --follow
+
+fetch: setup
+	$(DEPLOY) fetch
+
+status: setup
+	$(DEPLOY) status
+
+ssh: setup
+	$(DEPLOY) ssh
+
+destroy: setup
+	$(DEPLOY) down
+
+clean:
+	rm -rf demo .pytest_cache

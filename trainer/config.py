@@ -1,0 +1,137 @@
+"""Training configuration: plain nested values, a YAML file on top, CLI flags on top of that.
+
+DEFAULTS is the schema: a key that is not here is unknown, and a value must have the
+type of its default (an int is accepted where a float is expected). `configs/train.yaml`
+repeats these defaults so users can read and copy them; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.errors import UsageError
+
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        "frames": 20,  # frames sampled evenly over each whole video
+        "backbone": "vgg19",  # vgg19 (fc2, 4096) | thumbnail (tiny grey thumbnails, for CPU demos)
+        "weights": "imagenet",  # imagenet | none | path to a .weights.h5 / .keras file
+        "image_size": 224,  # backbone input side in pixels
+        "extract_batch_size": 64,  # frames per forward pass of the backbone
+        "workers": 0,  # video-decoding processes; 0 = one per CPU core
+        "split": {"train": 0.70, "val": 0.15, "test": 0.15, "seed": 42},
+        "class_names": {
+            "violent": ["violence", "violent", "fight", "fights"],
+            "nonviolent": [
+                "nonviolence", "non-violence", "non_violence", "non-violent", "nonviolent",
+                "nofight", "no_fight", "normal",
+            ],
+        },
+    },
+    "model": {
+        "lstm_units": 128,
+        "lstm_layers": 3,
+        "dropout": 0.5,
+        "dense_units": [256, 128, 64],
+    },
+    "train": {
+        "epochs": 100,
+        "batch_size": 64,  # GLOBAL batch, split across GPUs by MirroredStrategy
+        "learning_rate": 1.0e-3,
+        "min_learning_rate": 1.0e-7,
+        "warmup_epochs": 5,
+        "clipnorm": 1.0,  # global-norm gradient clipping
+        "focal_loss": True,
+        "focal_alpha": 0.25,
+        "focal_gamma": 2.0,
+        "label_smoothing": 0.1,
+        "class_weights": True,
+        "mixed_precision": True,
+        "xla": True,
+        "gpus": 0,  # 0 = all visible GPUs
+        "seed": 42,
+    },
+    "callbacks": {
+        "checkpoint_monitor": "val_accuracy",
+        "keep_last_checkpoints": 0,  # 0 = keep every per-epoch checkpoint
+        "early_stopping": {"monitor": "val_loss", "patience": 15, "restore_best_weights": True},
+        "reduce_lr": {"monitor": "val_loss", "factor": 0.5, "patience": 7, "min_lr": 1.0e-7},
+        "tensorboard": True,
+    },
+}
+
+
+def _merge(base: dict, override: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise UsageError(f"config: unknown key '{dotted}'{hint}")
+        default = base[key]
+        if isinstance(default, dict) and key != "class_names":
+            if not isinstance(value, dict):
+                raise UsageError(f"config: '{dotted}' must be a mapping, got {type(value).__name__}")
+            out[key] = _merge(default, value, dotted + ".")
+        else:
+            out[key] = _check_type(dotted, default, value)
+    return out
+
+
+def _check_type(dotted: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    elif isinstance(default, dict):  # class_names: {class: [folder names]}
+        ok = isinstance(value, dict) and all(isinstance(v, list) for v in value.values())
+    else:
+        ok = True
+    if not ok:
+        raise UsageError(
+            f"config: '{dotted}' must be {type(default).__name__}, got {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """DEFAULTS, then the YAML file at `path`, then `overrides` (same nesting)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"config: file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"config: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"config: {path} must hold a mapping at the top level")
+        cfg = _merge(cfg, loaded)
+    if overrides:
+        cfg = _merge(cfg, overrides)
+    return cfg
+
+
+def set_dotted(overrides: dict, dotted: str, value: Any) -> None:
+    """Record a CLI override such as ('train.epochs', 5); None means 'flag not given'."""
+    if value is None:
+        return
+    node = overrides
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
