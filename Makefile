@@ -65,3 +65,24 @@ destroy: setup
 
 clean:
 	rm -rf demo .pytest_cache
+
+## docker: the image is the environment (docker/, README "Docker images") -------------
+IMAGE_GPU ?= violence-trainer:gpu
+IMAGE_CPU ?= violence-trainer:cpu
+
+image: setup         ## GPU image; BASE_IMAGE=..., BAKE_WEIGHTS=1, EXTRA_CA=pem
+	$(PY) docker/image_build.py build --variant gpu --tag '$(IMAGE_GPU)' $(if $(filter 1,$(BAKE_WEIGHTS)),--bake-weights)
+
+image-cpu: setup     ## CPU image (tensorflow-cpu), same Dockerfile
+	$(PY) docker/image_build.py build --variant cpu --tag '$(IMAGE_CPU)' $(if $(filter 1,$(BAKE_WEIGHTS)),--bake-weights)
+
+push: setup          ## make push IMAGE=registry/name:tag  (the GPU image)
+	@test -n '$(IMAGE)' || { echo "usage: make push IMAGE=registry/name:tag (after make image and docker login)" >&2; exit 2; }
+	$(PY) docker/image_build.py push '$(IMAGE)' --source '$(IMAGE_GPU)'
+
+local-run: setup     ## make local-run DATASET=path [TRAIN_CONFIG=f] [ARGS='--epochs 5']
+	@test -n '$(DATASET)' || { echo "usage: make local-run DATASET=path/to/videos [TRAIN_CONFIG=configs/train.yaml] [ARGS='--epochs 5']" >&2; exit 2; }
+	$(PY) docker/local_run.py --dataset '$(DATASET)' $(if $(TRAIN_CONFIG),--config '$(TRAIN_CONFIG)') $(if $(ARGS),-- $(ARGS))
+
+docker-smoke: setup  ## build the CPU image, run synth/extract/train/evaluate in it, check the outputs
+	$(PY) docker/smoke.py

@@ -103,23 +103,32 @@ class FeatureCache:
         if not lines:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.index_path, "a", encoding="utf-8") as fh:
-            fh.write(lines)
+        with open(self.index_path, "a+b") as fh:
+            # A kill mid-write can leave a torn last line; start on a fresh line so the
+            # new records do not get glued to it and lost with it.
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    lines = "\n" + lines
+            fh.write(lines.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
 
-    def _latest(self) -> dict[str, dict]:
-        latest: dict[str, dict] = {}
+    def history(self) -> list[dict]:
+        """Every readable index record, oldest first (any settings fingerprint)."""
+        out: list[dict] = []
         if not self.index_path.is_file():
-            return latest
+            return out
         with open(self.index_path, encoding="utf-8") as fh:
             for line in fh:
                 try:
-                    rec = json.loads(line)
+                    out.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue  # a line torn by a kill mid-write; the video is redone
-                latest[rec["path"]] = rec
-        return latest
+        return out
+
+    def _latest(self) -> dict[str, dict]:
+        return {rec["path"]: rec for rec in self.history() if "path" in rec}
 
     def records(self, fingerprint: str | None = None) -> dict[str, dict]:
         """Latest record per video path for the current (or given) settings fingerprint.

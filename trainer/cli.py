@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--frames", type=int, default=48, help="frames per video")
     s.add_argument("--size", type=int, default=96, help="frame side in pixels")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(module="trainer.synth")
 
     s = sub.add_parser("extract", help="sample frames and cache backbone features for every video")

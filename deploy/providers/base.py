@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
+from deploy.errors import UsageError  # noqa: F401  (providers raise it: one line, exit 2)
+
 
 @dataclass
 class Host:

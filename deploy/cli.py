@@ -1,0 +1,205 @@
+"""`python -m deploy [--config F] offers|up|sync|start|status|logs|fetch|ssh|down|run`.
+
+Every command finds its target in `.deploy/` (written by `up`); the provider only
+rents/finds the machine, everything after "it answers SSH" is shared code.
+Exit codes: 0 success; 2 something to fix, as one line on stderr; 130 Ctrl-C;
+`logs --follow` and `run` end with the run's own exit code when it failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from deploy import config as config_mod
+from deploy.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m deploy", description="train on a rented GPU (vast) or your own SSH host (ssh)")
+    p.add_argument("--config", default=config_mod.DEFAULT_PATH, help="deploy config (default: %(default)s)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("offers", help="list machines the provider could rent")
+    s = sub.add_parser("up", help="rent or check the host and record it in .deploy/")
+    s.add_argument("--dry-run", action="store_true", help="say what would be rented/used, change nothing")
+    s = sub.add_parser("sync", help="send code and dataset (or feature cache) with rsync")
+    s.add_argument("--bwlimit", type=int, metavar="KBPS", help="cap the upload rate (KiB/s), e.g. on a shared uplink")
+    s.add_argument("--code-only", action="store_true", help="send only the code")
+    s = sub.add_parser("start", help="start the detached run (extract if needed, then train)")
+    s.add_argument("--resume", action="store_true", help="continue the last run from its last checkpoint")
+    s.add_argument("--name", help="run name (default: the UTC time)")
+    s = sub.add_parser("status", help="run state, last epoch, best val_accuracy, GPUs, disk")
+    s.add_argument("--json", action="store_true", help="one JSON object")
+    s = sub.add_parser("logs", help="the run's train.log")
+    s.add_argument("-f", "--follow", action="store_true", help="stream until the run ends (Ctrl-C only stops viewing)")
+    s.add_argument("-n", "--lines", type=int, default=50, help="lines of history to show first (default: 50)")
+    s.add_argument("--run", help="another run than the current one")
+    s = sub.add_parser("fetch", help="bring results into runs/<run>/, SHA-256 verified")
+    s.add_argument("--run", help="another run than the current one")
+    sub.add_parser("ssh", help="an interactive shell on the host, in the workspace")
+    s = sub.add_parser("down", help="release the host (vast: destroy; ssh: forget)")
+    s.add_argument("--force", action="store_true", help="even if results were not fetched")
+    s = sub.add_parser("run", help="up + sync + start + logs --follow + fetch")
+    s.add_argument("--down", action="store_true", help="release the host after a successful fetch")
+    s.add_argument("--dry-run", action="store_true", help="say what would be rented and run, change nothing")
+    s.add_argument("--bwlimit", type=int, metavar="KBPS")
+    return p
+
+
+class Context:
+    """The config, the .deploy/ state, the provider, and a way to reach the recorded host."""
+
+    def __init__(self, args):
+        from deploy.providers import get_provider
+        from deploy.state import State
+
+        self.args = args
+        self.config = config_mod.load(args.config)
+        self.state = State(".deploy")
+        self.provider = get_provider(self.config, self.state)
+
+    def remote(self, retry_for: float = 30):
+        from deploy.remote import Remote
+
+        host = self.provider.host()
+        return Remote(host, self.state.known_hosts, self.config["ssh"]["connect_timeout"]).connect(
+            retry_for=retry_for, retry_auth=getattr(self.provider, "retry_auth", False))
+
+    def layout(self):
+        from deploy.layout import Layout
+
+        if not self.state.workspace:
+            raise UsageError("no host recorded: run `python -m deploy up` (or `make deploy`) first")
+        return Layout(self.state.workspace)
+
+
+# -- commands ---------------------------------------------------------------------
+def cmd_offers(ctx: Context) -> int:
+    return ctx.provider.offers() or 0
+
+
+def cmd_up(ctx: Context) -> int:
+    from deploy import hostcheck
+
+    host = ctx.provider.up(dry_run=getattr(ctx.args, "dry_run", False))
+    if getattr(ctx.args, "dry_run", False):
+        return 0
+    with ctx.remote(retry_for=ctx.config["ssh"]["retry_for"]) as remote:
+        facts = hostcheck.probe(remote, ctx.config)
+    ctx.state.data.update(workspace=facts["workspace"], host_facts=facts)
+    ctx.state.save()
+    gpus = ", ".join(facts["gpus"]) or "no GPU visible (training will run on CPU)"
+    print(f"host {host.user}@{host.host}:{host.port} ready: Python {facts['python']}, {gpus}, "
+          f"{facts['disk_free_gb']} GB free in {facts['workspace']}")
+    return 0
+
+
+def cmd_sync(ctx: Context) -> int:
+    from deploy.sync import run_sync
+
+    ctx.provider.ensure_running()
+    with ctx.remote() as remote:
+        run_sync(remote, ctx.layout(), ctx.config, ctx.state, bwlimit=getattr(ctx.args, "bwlimit", None),
+                 code_only=getattr(ctx.args, "code_only", False))
+    return 0
+
+
+def cmd_start(ctx: Context) -> int:
+    from deploy.start import start
+
+    ctx.provider.ensure_running()
+    with ctx.remote() as remote:
+        start(remote, ctx.layout(), ctx.config, ctx.state, ctx.provider.remote_env(),
+              resume=getattr(ctx.args, "resume", False), name=getattr(ctx.args, "name", None))
+    return 0
+
+
+def cmd_status(ctx: Context) -> int:
+    from deploy.status import collect, render
+
+    facts = ctx.provider.describe()
+    with ctx.remote() as remote:
+        info = collect(remote, ctx.layout(), ctx.state, facts)
+    render(info, as_json=ctx.args.json)
+    return 0
+
+
+def cmd_logs(ctx: Context) -> int:
+    from deploy import logs
+
+    run, lines = getattr(ctx.args, "run", None), getattr(ctx.args, "lines", 50)
+    with ctx.remote() as remote:
+        if getattr(ctx.args, "follow", False):
+            try:
+                return logs.follow(remote, ctx.layout(), ctx.state, run, lines)
+            except KeyboardInterrupt:
+                print("\n-- stopped following; the run keeps going on the host (`make logs` to follow again)",
+                      file=sys.stderr)
+                return 130
+        return logs.show(remote, ctx.layout(), ctx.state, run, lines)
+
+
+def cmd_fetch(ctx: Context) -> int:
+    from deploy.fetch import fetch
+
+    ctx.provider.ensure_running()
+    with ctx.remote() as remote:
+        fetch(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None))
+    return 0
+
+
+def cmd_ssh(ctx: Context) -> int:
+    from deploy.remote import Remote, rpath
+
+    remote = Remote(ctx.provider.host(), ctx.state.known_hosts, ctx.config["ssh"]["connect_timeout"])
+    ws = ctx.state.workspace or ctx.config["remote"]["workspace"]
+    argv = remote.ssh_argv(interactive=True) + ["-t", remote.target, f"cd {rpath(ws)} && exec \"$SHELL\" -l"]
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+    return 0  # not reached
+
+
+def cmd_down(ctx: Context) -> int:
+    ctx.provider.down(force=getattr(ctx.args, "force", False))
+    return 0
+
+
+def cmd_run(ctx: Context) -> int:
+    if getattr(ctx.args, "dry_run", False):
+        return cmd_up(ctx)  # the provider prints the plan; nothing is rented or started
+    for step in (cmd_up, cmd_sync, cmd_start):
+        step(ctx)
+    ctx.args.follow, ctx.args.lines, ctx.args.run = True, 50, None
+    code = cmd_logs(ctx)
+    if code == 130:
+        return code
+    cmd_fetch(ctx)  # a failed run's log and partial results are worth having too
+    if code != 0:
+        raise UsageError(f"run {ctx.state.current_run} failed with exit code {code}; its log is in "
+                         f"runs/{ctx.state.current_run}/train.log")
+    if ctx.args.down:
+        cmd_down(ctx)
+    return 0
+
+
+COMMANDS = {"offers": cmd_offers, "up": cmd_up, "sync": cmd_sync, "start": cmd_start, "status": cmd_status,
+            "logs": cmd_logs, "fetch": cmd_fetch, "ssh": cmd_ssh, "down": cmd_down, "run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](Context(args)) or 0
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted (the run on the host, if any, keeps going)", file=sys.stderr)
+        return 130

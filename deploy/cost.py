@@ -1,0 +1,58 @@
+"""Money arithmetic for rented instances: what a run will cost, what it has cost, when to stop.
+
+Pure functions, no SDK: the offers table, `status` and the dry-run plan all use them, so
+the figures a user sees before renting and while renting are computed the same way.
+Vast.ai bills the GPU while an instance runs and the disk for as long as it exists; a
+stopped instance costs only its disk. `dph_total` (the search result and instance field)
+already includes the disk at the allocated size.
+"""
+
+from __future__ import annotations
+
+HOURS_PER_MONTH = 30 * 24  # Vast.ai's storage_cost is $/GB/month
+
+
+def disk_cost_per_hour(storage_cost_per_gb_month: float | None, disk_gb: float) -> float:
+    return (storage_cost_per_gb_month or 0.0) * disk_gb / HOURS_PER_MONTH
+
+
+def estimate_run_cost(price_per_hour: float, expected_hours: float, upload_gb: float = 0.0,
+                      inet_down_cost_per_gb: float | None = 0.0) -> float:
+    """$ for a run: the hourly price over the expected hours plus the dataset upload (if the host charges it)."""
+    return price_per_hour * expected_hours + upload_gb * (inet_down_cost_per_gb or 0.0)
+
+
+def hours_allowed(price_per_hour: float, max_hours: float | None, budget_usd: float | None) -> float | None:
+    """The rental time the guards allow: the shorter of max_hours and what budget_usd buys."""
+    caps = []
+    if max_hours:
+        caps.append(float(max_hours))
+    if budget_usd and price_per_hour > 0:
+        caps.append(float(budget_usd) / price_per_hour)
+    return min(caps) if caps else None
+
+
+def spending(price_per_hour: float, hours_rented: float, max_hours: float | None,
+             budget_usd: float | None, expected_hours: float | None) -> dict:
+    """The `status` figures: spent so far and the projected total for this rental.
+
+    The projection assumes the instance keeps running until the expected run length or
+    the first guard that stops it, whichever comes first.
+    """
+    spent = price_per_hour * hours_rented
+    allowed = hours_allowed(price_per_hour, max_hours, budget_usd)
+    horizon = expected_hours or hours_rented
+    if allowed is not None:
+        horizon = min(horizon, allowed)
+    horizon = max(horizon, hours_rented)  # never project less than is already spent
+    return {
+        "price_per_hour": round(price_per_hour, 4),
+        "hours_rented": round(hours_rented, 3),
+        "spent_usd": round(spent, 2),
+        "projected_usd": round(price_per_hour * horizon, 2),
+        "hours_allowed": None if allowed is None else round(allowed, 2),
+    }
+
+
+def fmt_usd(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.2f}"

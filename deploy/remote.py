@@ -1,0 +1,246 @@
+"""One SSH connection to the host: fabric/paramiko for commands, the same settings for rsync.
+
+Host keys: accepted on first contact and pinned in `.deploy/known_hosts` (OpenSSH
+format, so the `ssh` that rsync runs checks the very same pin with
+StrictHostKeyChecking=yes). A changed key stops everything with the command that
+forgets the old one. Connection attempts retry with backoff while a host boots.
+
+Every remote command is a POSIX sh script passed as `sh -c '<script>'`, so the login
+shell of the remote user (bash, zsh, fish...) never re-interprets it; callers build
+scripts with `q()` (shlex.quote) around every value.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Connection
+
+from deploy.errors import UsageError
+from deploy.providers.base import Host
+
+q = shlex.quote
+
+DISK_FULL = "No space left on device"
+
+
+def rpath(path: str) -> str:
+    """A remote path for a sh script: quoted, but a leading ~ still means the remote $HOME."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + q(path[2:])
+    return q(path)
+
+
+def host_label(host: Host) -> str:
+    return f"{host.user}@{host.host}:{host.port}"
+
+
+def known_hosts_name(host: Host) -> str:
+    return host.host if host.port == 22 else f"[{host.host}]:{host.port}"
+
+
+class _PinOnFirstContact(paramiko.AutoAddPolicy):
+    """AutoAddPolicy saves to the loaded known_hosts file; we also say so, once."""
+
+    def missing_host_key(self, client, hostname, key):
+        super().missing_host_key(client, hostname, key)
+        fp = key.fingerprint if hasattr(key, "fingerprint") else key.get_name()
+        print(f"pinned the host key of {hostname} ({fp}) in {client._host_keys_filename}", file=sys.stderr)
+
+
+@dataclass
+class Result:
+    stdout: str
+    stderr: str
+    exited: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+class Remote:
+    def __init__(self, host: Host, known_hosts: Path, connect_timeout: float = 15):
+        self.host = host
+        self.known_hosts = Path(known_hosts)
+        self.connect_timeout = connect_timeout
+        self.conn: Connection | None = None
+        if host.identity_file and not Path(host.identity_file).expanduser().is_file():
+            raise UsageError(f"SSH key {host.identity_file} not found: fix ssh.identity_file in the deploy config")
+
+    # -- connecting -----------------------------------------------------------------
+    def _candidates(self) -> list[Host]:
+        out = [self.host]
+        for fb in self.host.fallbacks or []:
+            out.append(Host(host=fb.get("host", self.host.host), port=int(fb.get("port", self.host.port)),
+                            user=fb.get("user", self.host.user),
+                            identity_file=fb.get("identity_file", self.host.identity_file)))
+        return out
+
+    def _open(self, host: Host) -> Connection:
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        self.known_hosts.touch(exist_ok=True)
+        kwargs = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
+        if host.identity_file:
+            kwargs.update(key_filename=str(Path(host.identity_file).expanduser()), look_for_keys=False,
+                          allow_agent=False)
+        conn = Connection(host.host, user=host.user, port=host.port, connect_timeout=self.connect_timeout,
+                          connect_kwargs=kwargs)
+        conn.client.load_host_keys(str(self.known_hosts))
+        conn.client.set_missing_host_key_policy(_PinOnFirstContact())
+        conn.open()
+        conn.transport.set_keepalive(15)
+        return conn
+
+    def connect(self, retry_for: float = 30, retry_auth: bool = False, quiet: bool = False) -> "Remote":
+        """Connect, retrying refused/timed-out attempts with backoff for `retry_for` seconds."""
+        deadline = time.monotonic() + retry_for
+        delay, attempt, last = 1.0, 0, ""
+        while True:
+            attempt += 1
+            for cand in self._candidates():
+                try:
+                    self.conn = self._open(cand)
+                    self.host = cand if cand is self.host else Host(**{**cand.to_dict(), "fallbacks": []})
+                    return self
+                except paramiko.BadHostKeyException:
+                    raise UsageError(
+                        f"the host key of {known_hosts_name(cand)} CHANGED since it was pinned in {self.known_hosts}: "
+                        f"if the machine was really reinstalled, forget the old key with "
+                        f"`ssh-keygen -R {q(known_hosts_name(cand))} -f {q(str(self.known_hosts))}` and retry; "
+                        f"otherwise do not connect") from None
+                except paramiko.AuthenticationException as exc:
+                    last = f"the host refused the key ({exc})"
+                    if not retry_auth:
+                        raise UsageError(
+                            f"{host_label(cand)} refused SSH key {cand.identity_file or '(agent/default keys)'}: "
+                            f"add its .pub to ~{cand.user}/.ssh/authorized_keys there, or fix ssh.user / "
+                            f"ssh.identity_file") from None
+                except (OSError, socket.timeout, EOFError, paramiko.SSHException) as exc:
+                    last = str(exc) or type(exc).__name__
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UsageError(
+                    f"cannot reach {host_label(self.host)} after {attempt} attempt(s) ({last}): check that the "
+                    f"host is up and that ssh.host / ssh.port are right") from None
+            if not quiet:
+                print(f"waiting for {host_label(self.host)} ({last}); retrying in {min(delay, remaining):.0f}s",
+                      file=sys.stderr)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 15)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> "Remote":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- running commands ----------------------------------------------------------
+    def run(self, script: str, stdin: str | None = None, hide: bool = True, timeout: float | None = None) -> Result:
+        """Run a sh script; never raises for a non-zero exit (see `check`)."""
+        if self.conn is None:
+            self.connect()
+        if stdin is not None:
+            return self._run_with_stdin(script, stdin.encode(), timeout)
+        try:
+            r = self.conn.run(f"sh -c {q(script)}", hide=hide, warn=True, pty=False, timeout=timeout,
+                              in_stream=False)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise UsageError(f"lost the connection to {host_label(self.host)} ({exc}): run the command again") from None
+        return Result(r.stdout, r.stderr, r.exited)
+
+    def _run_with_stdin(self, script: str, data: bytes, timeout: float | None) -> Result:
+        # Not fabric's run(in_stream=...): invoke feeds a non-tty stream one byte per
+        # 10 ms poll, 25 s for a 2.5 kB script. One sendall on the raw channel instead.
+        try:
+            chan = self.conn.transport.open_session(timeout=timeout)
+            chan.exec_command(f"sh -c {q(script)}")
+            chan.sendall(data)
+            chan.shutdown_write()
+            out, err = chan.makefile("rb").read(), chan.makefile_stderr("rb").read()
+            code = chan.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise UsageError(f"lost the connection to {host_label(self.host)} ({exc}): run the command again") from None
+        return Result(out.decode(errors="replace"), err.decode(errors="replace"), code)
+
+    def check(self, script: str, what: str, stdin: str | None = None, hide: bool = True) -> str:
+        """Run a script that must succeed; a failure becomes one line saying what failed."""
+        r = self.run(script, stdin=stdin, hide=hide)
+        if not r.ok:
+            raise UsageError(f"{what} failed on {self.host.host}: {explain(r.stderr or r.stdout, r.exited)}")
+        return r.stdout
+
+    def stream(self, script: str, on_bytes=None, stdin: bytes | None = None) -> int | None:
+        """Run a script and hand its output bytes (stdout and stderr merged) to `on_bytes` as they come.
+
+        Raw paramiko channel rather than fabric's run: callers need exact byte counts
+        (to resume a log exactly where a dropped connection left it) and no decoding.
+        Returns the exit code, or None when the connection dropped before it ended.
+        """
+        if self.conn is None:
+            self.connect()
+        out = on_bytes or (lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()))
+        try:
+            chan = self.conn.transport.open_session()
+            chan.set_combine_stderr(True)
+            chan.settimeout(5.0)
+            chan.exec_command(f"sh -c {q(script)}")
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                try:
+                    data = chan.recv(65536)
+                except socket.timeout:
+                    if not self.conn.transport.is_active():
+                        return None
+                    continue
+                if not data:
+                    break
+                out(data)
+            if not self.conn.transport.is_active() and not chan.exit_status_ready():
+                return None
+            code = chan.recv_exit_status()
+            return None if code == -1 else code
+        except (OSError, EOFError, paramiko.SSHException):
+            return None
+
+    # -- the same settings for OpenSSH (rsync -e, `deploy ssh`) ----------------------
+    def ssh_argv(self, interactive: bool = False) -> list[str]:
+        h = self.host
+        argv = ["ssh", "-p", str(h.port),
+                "-o", f"UserKnownHostsFile={self.known_hosts.absolute()}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "UpdateHostKeys=no", "-o", f"ConnectTimeout={int(self.connect_timeout)}",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        if h.identity_file:
+            argv += ["-i", str(Path(h.identity_file).expanduser().absolute()), "-o", "IdentitiesOnly=yes"]
+        if not interactive:
+            argv += ["-o", "BatchMode=yes"]
+        return argv
+
+    @property
+    def target(self) -> str:
+        return f"{self.host.user}@{self.host.host}"
+
+
+def explain(text: str, code: int | None = None) -> str:
+    """The one line of a failed command's output worth showing, with a hint for the usual causes."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    if any(DISK_FULL in ln for ln in lines):
+        return "the host's disk is full (No space left on device): free space in the workspace, or rent a larger disk"
+    last = lines[-1] if lines else "no output"
+    return f"{last} (exit code {code})" if code is not None else last

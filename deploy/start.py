@@ -1,0 +1,135 @@
+"""`start`: the detached run on the host — extract (skipped when the cache is current), then train.
+
+The run is a small sh script, <workspace>/runs/<run>/run.sh, started with
+`setsid nohup` so that it belongs to no SSH session: a dropped connection, a closed
+laptop or a `logs` interrupted with Ctrl-C never touch it. (setsid rather than tmux:
+it exists on every Linux host, and nobody needs to attach to a non-interactive job.)
+The script writes, in the run folder:
+
+    pid           the script's process id, while it runs
+    train.log     everything the run prints (the trainer also tees its own output here)
+    console.log   the train stage's raw stdout/stderr (tracebacks, native library noise)
+    exit_status   the exit code, written atomically when the run ends
+
+A run is "running" while its pid is alive and exit_status is absent; `start` refuses a
+second run then. `--resume` re-runs the last run's folder with `train --resume`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from deploy.errors import UsageError
+from deploy.layout import Layout
+from deploy.remote import Remote, q, rpath
+
+RUN_MARK = "deploy-run.sh"  # the run script's name, checked in /proc so a recycled pid is not "running"
+
+
+def new_run_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+def running_runs_script(layout: Layout) -> str:
+    """sh: print the names of runs that are alive on the host."""
+    return f"""
+for d in {rpath(layout.runs)}/*/; do
+  [ -f "$d/pid" ] || continue
+  [ -f "$d/exit_status" ] && continue
+  pid=$(cat "$d/pid" 2>/dev/null) || continue
+  if kill -0 "$pid" 2>/dev/null && grep -q {RUN_MARK} "/proc/$pid/cmdline" 2>/dev/null; then basename "$d"; fi
+done
+"""
+
+
+def run_script(layout: Layout, config: dict, run: str, resume: bool, skip_extract: bool, env: dict) -> str:
+    py = q(layout.python(config))
+    cfg = q(layout.train_config(config))
+    run_dir = rpath(layout.run_dir(run))
+    train_args = " ".join(q(a) for a in config["train"]["args"])
+    exports = "".join(f"export {k}={q(str(v))}\n" for k, v in env.items() if k.isidentifier())
+    extract = "echo '[deploy] the run trains from the synced feature cache: no extract'"
+    if not skip_extract:
+        # The trainer's extract is itself incremental, but it still hashes every video and
+        # loads the backbone; a fingerprint of the dataset listing and the config skips it
+        # outright when nothing changed since the last complete extraction.
+        extract = f"""if [ -d ../dataset ]; then
+  fp=$( {{ find ../dataset -type f ! -path '*/.rsync-partial/*' ! -name '.deploy-source.json' -printf '%P %s %T@\\n' | LC_ALL=C sort; cat {cfg}; }} | sha256sum | cut -c1-64 )
+  if [ "$(cat ../cache/.deploy-extracted 2>/dev/null)" = "$fp" ]; then
+    echo "[deploy] the feature cache is complete for this dataset and config: extract skipped"
+  else
+    echo "[deploy] $(date -u +%FT%TZ) extract"
+    {py} -m trainer extract --dataset-path ../dataset --cache-dir ../cache --config {cfg} || finish $?
+    mkdir -p ../cache && printf '%s\\n' "$fp" > ../cache/.deploy-extracted
+  fi
+else
+  echo "[deploy] no dataset on the host: training from the existing feature cache"
+fi"""
+    resume_flag = " --resume" if resume else ""
+    return f"""#!/bin/sh
+# {RUN_MARK}: written by `python -m deploy start`; safe to re-run by hand.
+run_dir={run_dir}
+cd "$run_dir" || exit 1
+echo $$ > pid
+rm -f exit_status
+exec >> train.log 2>&1 < /dev/null
+finish() {{
+  code=$1
+  if [ "$code" != 0 ] && [ -s "$run_dir/console.log" ]; then
+    echo "[deploy] last lines of console.log (the failed command's stderr):"
+    tail -n 20 "$run_dir/console.log"
+  fi
+  echo "[deploy] $(date -u +%FT%TZ) run ended with exit code $code"
+  printf '%s\\n' "$code" > "$run_dir/exit_status.tmp" && mv "$run_dir/exit_status.tmp" "$run_dir/exit_status"
+  exit "$code"
+}}
+trap 'finish 143' TERM
+trap 'finish 130' INT
+{exports}export PYTHONPATH={rpath(layout.app)}
+export PYTHONUNBUFFERED=1
+cd {rpath(layout.app)} || finish 1
+echo "[deploy] $(date -u +%FT%TZ) run {shlex.quote(run)} on $(hostname)"
+{extract}
+echo "[deploy] $(date -u +%FT%TZ) train"
+# the trainer tees its own output into train.log; its raw streams go to console.log
+{py} -m trainer train --cache-dir ../cache --output-dir "$run_dir" --config {cfg} {train_args}{resume_flag} \\
+  >> "$run_dir/console.log" 2>&1
+finish $?
+"""
+
+
+def start(remote: Remote, layout: Layout, config: dict, state, env: dict, resume: bool = False,
+          name: str | None = None) -> str:
+    running = remote.run(running_runs_script(layout)).stdout.split()
+    if running:
+        raise UsageError(f"run {running[0]} is still running on {remote.host.host}: follow it with `make logs`, "
+                         f"or wait for it to end before starting another")
+    if resume:
+        run = name or state.current_run
+        if not run:
+            raise UsageError("no previous run to resume: use `start` without --resume")
+        if not remote.run(f"test -d {rpath(layout.run_dir(run))}").ok:
+            raise UsageError(f"run {run} does not exist on {remote.host.host}: nothing to resume")
+    else:
+        run = name or new_run_name()
+        if remote.run(f"test -e {rpath(layout.run_dir(run))}").ok:
+            raise UsageError(f"run {run} already exists on the host: pick another --name or use --resume")
+    py = layout.python(config)
+    if not remote.run(f"cd {rpath(layout.app)} && test -d trainer && command -v {q(py)}").ok:
+        raise UsageError(f"the host has no synced code or no interpreter {py}: run `python -m deploy sync` first")
+    skip_extract = (state.data.get("last_sync") or {}).get("source") == "cache"
+    script = run_script(layout, config, run, resume, skip_extract, env)
+    run_dir = rpath(layout.run_dir(run))
+    remote.check(f"mkdir -p {run_dir} && cat > {run_dir}/run.sh", "writing the run script", stdin=script)
+    # setsid: a new session, no controlling terminal, not a child of this SSH session
+    launch = (f"cd {run_dir} && rm -f pid && setsid nohup sh ./run.sh {RUN_MARK} > /dev/null 2>&1 < /dev/null & "
+              f"i=0; while [ ! -s {run_dir}/pid ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+              f"cat {run_dir}/pid")
+    pid = remote.check(launch, "starting the run").strip()
+    if not pid:
+        raise UsageError(f"the run did not start on {remote.host.host}: look at {layout.run_dir(run)}/train.log")
+    state.record_start(run, resume=resume)
+    print(f"run {run} {'resumed' if resume else 'started'} on {remote.host.host} (pid {pid}); "
+          f"log: {layout.run_dir(run)}/train.log")
+    return run

@@ -1,0 +1,119 @@
+"""`status`: one look at the host and the run — state, last epoch, best val_accuracy, GPUs, disk.
+
+Everything comes from one remote command (sections separated by marker lines) so a
+status costs one round trip; the table is drawn with rich.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from deploy.layout import Layout
+from deploy.logs import run_state
+from deploy.remote import Remote, rpath
+
+GPU_QUERY = "index,name,utilization.gpu,memory.used,memory.total"
+
+
+def collect(remote: Remote, layout: Layout, state, provider_facts: dict) -> dict:
+    run = state.current_run
+    info: dict = {"host": f"{remote.host.user}@{remote.host.host}:{remote.host.port}",
+                  "workspace": layout.workspace, "run": run, "provider_facts": provider_facts}
+    script = f"""
+echo @@disk; df -Pk {rpath(layout.workspace)} 2>/dev/null | awk 'NR==2{{print $4, $2}}'
+echo @@gpu; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu={GPU_QUERY} --format=csv,noheader,nounits 2>/dev/null
+echo @@history; {"cat " + rpath(layout.run_dir(run)) + "/training_history.csv 2>/dev/null" if run else "true"}
+echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null" if run else "true"}
+"""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in remote.run(script).stdout.splitlines():
+        if line.startswith("@@"):
+            current = sections.setdefault(line[2:], [])
+        elif current is not None:
+            current.append(line)
+
+    disk = (sections.get("disk") or [""])[0].split()
+    if len(disk) == 2:
+        info["disk_free_gb"] = round(int(disk[0]) / 1024**2, 1)
+        info["disk_total_gb"] = round(int(disk[1]) / 1024**2, 1)
+    gpus = []
+    for row in csv.reader(sections.get("gpu", [])):
+        if len(row) == 5:
+            idx, name, util, used, total = (c.strip() for c in row)
+            gpus.append({"index": idx, "name": name, "utilization_pct": util, "memory_used_mib": used,
+                         "memory_total_mib": total})
+    info["gpus"] = gpus
+    if run:
+        status, code = run_state(remote, layout.run_dir(run))
+        info.update(state=status, exit_code=code)
+        history = list(csv.DictReader(io.StringIO("\n".join(sections.get("history", [])))))
+        if history:
+            info["last_epoch"] = history[-1]
+            vals = [float(r["val_accuracy"]) for r in history if _is_float(r.get("val_accuracy"))]
+            if vals:
+                info["best_val_accuracy"] = max(vals)
+                info["epochs_done"] = len(history)
+        info["log_tail"] = sections.get("log", [])
+        fetched = state.runs.get(run, {})
+        info["last_fetch_at"] = fetched.get("last_fetch_at")
+    else:
+        info["state"] = "no run started"
+    return info
+
+
+def _is_float(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def render(info: dict, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    state = info.get("state", "")
+    color = {"running": "yellow", "finished": "green", "failed": "red", "stopped": "red"}.get(state, "white")
+    if info.get("exit_code") is not None:
+        state += f" (exit code {info['exit_code']})"
+    t.add_row("host", escape(info["host"]))
+    t.add_row("run", f"{info.get('run') or '-'}  [{color}]{state}[/{color}]")
+    last = info.get("last_epoch")
+    if last:
+        keys = [k for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate") if k in last]
+        t.add_row("last epoch", "  ".join(f"{k}={_fmt(last[k])}" for k in keys))
+    if "best_val_accuracy" in info:
+        t.add_row("best val_accuracy", f"{info['best_val_accuracy']:.4f} after {info['epochs_done']} epoch(s)")
+    for g in info.get("gpus", []):
+        t.add_row(f"gpu {g['index']}", f"{g['name']}  {g['utilization_pct']}% busy  "
+                                     f"{g['memory_used_mib']}/{g['memory_total_mib']} MiB")
+    if not info.get("gpus"):
+        t.add_row("gpu", "none visible (no nvidia-smi)")
+    if "disk_free_gb" in info:
+        t.add_row("disk free", f"{info['disk_free_gb']} GB of {info['disk_total_gb']} GB in {info['workspace']}")
+    for k, v in (info.get("provider_facts") or {}).items():
+        t.add_row(escape(str(k)), escape(str(v)))
+    if info.get("run"):
+        t.add_row("last fetch", info.get("last_fetch_at") or "never")
+    for line in info.get("log_tail", []):
+        t.add_row("log", escape(line[-160:]))
+    Console().print(t)
+
+
+def _fmt(v: str) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(int(f)) if f.is_integer() and abs(f) < 1e6 else f"{f:.4g}"

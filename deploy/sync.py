@@ -1,0 +1,249 @@
+"""`sync`: code, dataset (or feature cache) to the host with rsync, over the pinned SSH settings.
+
+rsync does the real work: incremental (a second sync of unchanged files sends only
+file lists), resumable (`--partial-dir` keeps a killed transfer's data and the next run
+continues from it), protected arguments (`-s`: remote paths with spaces, quotes or
+`$(...)` reach the remote rsync untouched by any shell). We add: the same key and the
+same pinned known_hosts as fabric, a progress display, the bytes actually sent, and
+one-line errors for the usual failures.
+
+A dataset given as an HTTP(S) archive URL or a Kaggle slug is downloaded by the host
+itself (deploy/download_dataset.py), credentials going through the SSH channel's
+stdin only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy import download_dataset
+from deploy.config import AUTO_VENV
+from deploy.errors import UsageError
+from deploy.layout import Layout, project_root
+from deploy.remote import Remote, explain, q, rpath
+
+# The project's code as the host needs it: everything else (.venv, .git, datasets, runs) stays home.
+CODE_FILTER = ["--include=/trainer/***", "--include=/configs/***", "--include=/pyproject.toml",
+               "--include=/README.md", "--exclude=__pycache__/", "--exclude=*.pyc", "--exclude=*"]
+PARTIAL_DIR = ".rsync-partial"
+
+
+@dataclass
+class Transfer:
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    total_size: int = 0  # size of all files considered (what a full copy would send)
+
+    def __iadd__(self, other: "Transfer") -> "Transfer":
+        self.bytes_sent += other.bytes_sent
+        self.bytes_received += other.bytes_received
+        self.total_size += other.total_size
+        return self
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def require_local_rsync() -> str:
+    path = shutil.which("rsync")
+    if not path:
+        raise UsageError("rsync is not installed on this machine: install it (apt-get install rsync / brew install rsync)")
+    return path
+
+
+def require_remote_rsync(remote: Remote) -> None:
+    if not remote.run("command -v rsync").ok:
+        raise UsageError(f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync), "
+                         f"or use the project's image")
+
+
+def _stat(text: str, label: str) -> int:
+    m = re.search(rf"^{label}:\s*([\d,.']+)", text, re.M)
+    return int(re.sub(r"\D", "", m.group(1))) if m else 0
+
+
+def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None) -> Transfer:
+    """Run rsync with our SSH settings; progress on a terminal, `Transfer` from --stats."""
+    cmd = [require_local_rsync(), "-a", "-s", "--stats", f"--partial-dir={PARTIAL_DIR}",
+           "-e", shlex.join(remote.ssh_argv())]
+    if sys.stdout.isatty():
+        cmd.append("--info=progress2")
+    if bwlimit:
+        cmd.append(f"--bwlimit={bwlimit}")
+    proc = subprocess.Popen(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err_chunks: list[bytes] = []
+    err_reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    err_reader.start()
+    out = bytearray()
+    try:
+        while chunk := proc.stdout.read1(4096):
+            out += chunk
+            if sys.stdout.isatty():  # progress2 redraws one line with \r
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        raise UsageError(f"{what} interrupted: run the same command again to resume where it stopped") from None
+    err_reader.join()
+    stderr = b"".join(err_chunks).decode(errors="replace")
+    stats = out.decode(errors="replace")
+    if code not in (0, 24):  # 24: files vanished while copying (a log being rotated): harmless
+        raise UsageError(f"{what} failed: {rsync_error(stderr, code, remote)}")
+    return Transfer(_stat(stats, "Total bytes sent"), _stat(stats, "Total bytes received"),
+                    _stat(stats, "Total file size"))
+
+
+def rsync_error(stderr: str, code: int, remote: Remote) -> str:
+    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        return (f"the host key of {remote.host.host} does not match the one pinned in {remote.known_hosts}: "
+                f"forget it with `ssh-keygen -R` on that file if the host was really reinstalled")
+    if "rsync: command not found" in stderr or "rsync: not found" in stderr or code == 127:
+        return f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync)"
+    if "No space left on device" in stderr:
+        return f"the disk of {remote.host.host} is full: free space in the workspace or use a larger disk"
+    if code == 20:
+        return "interrupted: run the same command again to resume where it stopped"
+    if code in (12, 255) and ("Connection refused" in stderr or "timed out" in stderr or "closed" in stderr):
+        return f"lost the SSH connection ({explain(stderr)}): run the same command again to resume"
+    return explain(stderr, code)
+
+
+def remote_url(remote: Remote, path: str) -> str:
+    return f"{remote.target}:{path.rstrip('/')}/"
+
+
+# -- what gets synced -------------------------------------------------------------
+def sync_code(remote: Remote, layout: Layout, config: dict) -> Transfer:
+    root = project_root()
+    remote.check(f"mkdir -p {rpath(layout.app)}", "creating the workspace")
+    # --delete: a module deleted here must not linger there and shadow nothing / import stale code
+    t = rsync(remote, ["--delete", *CODE_FILTER, f"{root}/", remote_url(remote, layout.app)], "code sync")
+    train_cfg = Path(config["train"]["config"])
+    if not train_cfg.is_file():
+        raise UsageError(f"train.config {train_cfg} not found: point train.config at a YAML file (e.g. configs/train.yaml)")
+    if layout.train_config(config).startswith("run-configs/"):  # a config outside the project
+        remote.check(f"mkdir -p {rpath(layout.app + '/run-configs')}", "creating run-configs")
+        t += rsync(remote, [str(train_cfg), remote_url(remote, layout.app + "/run-configs")], "train config sync")
+    return t
+
+
+def local_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def check_room(remote: Remote, layout: Layout, target: str, local: Path) -> None:
+    """Refuse before sending a dataset that cannot fit (rsync would fail half-way, hours later)."""
+    out = remote.run(f"cd {rpath(layout.workspace)} && df -Pk . | awk 'NR==2{{print $4}}' && "
+                     f"(du -sk {q(target)} 2>/dev/null || echo 0) | awk '{{print $1}}'").stdout.split()
+    if len(out) < 2:
+        return
+    free_kb, present_kb = int(out[0]), int(out[1])
+    need = local_size(local) // 1024
+    if need > free_kb + present_kb:
+        raise UsageError(f"{local} needs {human(need * 1024)} but {remote.host.host} has {human(free_kb * 1024)} "
+                         f"free in {layout.workspace}: free space there or use a larger disk")
+
+
+def sync_folder(remote: Remote, layout: Layout, local: Path, target: str, what: str,
+                bwlimit: int | None = None) -> Transfer:
+    if not local.is_dir():
+        raise UsageError(f"{what} folder {local} does not exist: fix dataset.path / dataset.cache in the deploy config")
+    check_room(remote, layout, target, local)
+    remote.check(f"mkdir -p {rpath(target)}", f"creating {target}")
+    print(f"{what}: {local} -> {remote.host.host}:{target}")
+    # --delete: the host's dataset mirrors this one (a removed video is not trained on there)
+    return rsync(remote, ["--delete", f"{local}/", remote_url(remote, target)], f"{what} sync", bwlimit)
+
+
+def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
+    """The host fetches the archive itself; secrets travel on the SSH channel's stdin only."""
+    ds = config["dataset"]
+    url, headers = download_dataset.source(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
+    py = "python3" if config["remote"]["python"] == AUTO_VENV else config["remote"]["python"]
+    source = Path(download_dataset.__file__).read_text()
+    print(f"the host downloads the dataset from {download_dataset.redact(url)}")
+    script = f"{q(py)} -c {q(source)} --dest {rpath(layout.dataset)} --work {rpath(layout.workspace + '/.download')}"
+    code = remote.stream(script, stdin=(json.dumps({"url": url, "headers": headers}) + "\n").encode())
+    if code is None:
+        raise UsageError("lost the connection during the dataset download: run `sync` again to resume it")
+    if code != 0:
+        raise UsageError("the host could not download the dataset (see the line above): fix dataset.url / "
+                         "dataset.kaggle or the credentials, then run `sync` again")
+
+
+def ensure_venv(remote: Remote, layout: Layout) -> None:
+    """remote.python: auto-venv — a virtualenv on the host from pyproject.toml, rebuilt when it changes."""
+    script = f"""
+set -e
+venv={rpath(layout.venv)}; app={rpath(layout.app)}
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then extras=train,gpu; else extras=train,cpu; fi
+stamp="$(sha256sum "$app/pyproject.toml" | cut -c1-64) $extras"
+if [ "$(cat "$venv/.deploy-stamp" 2>/dev/null)" = "$stamp" ]; then echo "virtualenv up to date ($extras)"; exit 0; fi
+echo "building the virtualenv $venv with [$extras] (first time: several minutes)"
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --upgrade --progress-bar off pip
+"$venv/bin/python" -m pip install --progress-bar off "$app[$extras]"
+printf '%s\\n' "$stamp" > "$venv/.deploy-stamp"
+"""
+    code = remote.stream(script)
+    if code != 0:
+        raise UsageError("building the virtualenv on the host failed (see above): check that python3-venv is "
+                         "installed there, or set remote.python to an interpreter with the trainer's packages")
+
+
+def run_sync(remote: Remote, layout: Layout, config: dict, state, bwlimit: int | None = None,
+             code_only: bool = False) -> Transfer:
+    require_local_rsync()
+    require_remote_rsync(remote)
+    total = Transfer()
+    t = sync_code(remote, layout, config)
+    print(f"code: sent {human(t.bytes_sent)}")
+    total += t
+    parts = {"code": t.bytes_sent}
+    ds = config["dataset"]
+    source = None
+    if not code_only:
+        cache = Path(ds["cache"]) if ds["cache"] else None
+        dataset = Path(ds["path"]) if ds["path"] else None
+        if cache is not None:
+            t = sync_folder(remote, layout, cache, layout.cache, "feature cache", bwlimit)
+            print(f"feature cache: sent {human(t.bytes_sent)} of {human(t.total_size)}")
+            total += t
+            parts["cache"] = t.bytes_sent
+        if ds["url"] or ds["kaggle"]:
+            download_remotely(remote, layout, config)
+            source = "download"
+        elif dataset is not None and (dataset.is_dir() or cache is None):
+            t = sync_folder(remote, layout, dataset, layout.dataset, "dataset", bwlimit)
+            print(f"dataset: sent {human(t.bytes_sent)} of {human(t.total_size)}")
+            total += t
+            parts["dataset"] = t.bytes_sent
+            source = "local"
+        elif cache is not None:
+            print("no local dataset: the run trains from the synced feature cache (extract is skipped)")
+            source = "cache"
+    if config["remote"]["python"] == AUTO_VENV:
+        ensure_venv(remote, layout)
+    print(f"sync done: {total.bytes_sent} bytes sent ({human(total.bytes_sent)}), "
+          f"{human(total.total_size)} in the synced files")
+    last = state.data.get("last_sync") or {}
+    state.data["last_sync"] = {"bytes_sent": total.bytes_sent, "parts": parts, "total_size": total.total_size,
+                               "source": source or last.get("source")}
+    state.save()
+    return total

@@ -1,0 +1,160 @@
+"""Finding a Vast.ai machine: the offer query from configs/deploy.yaml, the table, and why nothing matched.
+
+The query is a `{field: {op: value}}` dict, the form the `vastai` SDK sends to
+`POST /api/v0/bundles/` (what its `parse_query` turns `"num_gpus=2 reliability>=0.98"`
+into); we build it directly so numbers stay numbers and the GPU name keeps its space
+(Vast.ai calls the card `RTX 5000Ada`). Every filter is also re-checked here on the
+results, so a guard such as `max_price_per_hour` holds even if the service ignored a field.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from deploy.cost import estimate_run_cost, fmt_usd
+
+if TYPE_CHECKING:  # only for type hints: vast.py imports this module
+    from deploy.providers.vast import VastSettings
+
+# Offers the service must consider at all; not something a user relaxes.
+ALWAYS = {"rentable": {"eq": True}, "rented": {"eq": False}, "external": {"eq": False}}
+
+
+@dataclass(frozen=True)
+class OfferFilter:
+    key: str        # the configs/deploy.yaml key under `vast:` that sets it (what the user changes)
+    field: str      # the offer field the API filters on
+    op: str         # eq, gte, lte, in
+    value: object
+
+    def passes(self, offer: dict) -> bool:
+        v = offer.get(self.field)
+        if self.field == "reliability":  # newer rows carry reliability2; older ones reliability
+            v = offer.get("reliability2", v)
+        if self.op == "eq":
+            return v == self.value
+        if self.op == "in":
+            return v in self.value
+        if v is None:
+            return False
+        return float(v) >= float(self.value) if self.op == "gte" else float(v) <= float(self.value)
+
+    def describe(self) -> str:
+        sym = {"eq": "=", "gte": ">=", "lte": "<=", "in": "in"}[self.op]
+        value = "[" + ", ".join(map(str, self.value)) + "]" if self.op == "in" else self.value
+        return f"{self.key} ({self.field} {sym} {value})"
+
+
+def offer_filters(s: "VastSettings") -> list[OfferFilter]:
+    """The user's filters, in the order they are explained when nothing matches."""
+    f = [
+        OfferFilter("gpu_name", "gpu_name", "in", [s.gpu_name, *s.gpu_fallbacks]),
+        OfferFilter("num_gpus", "num_gpus", "eq", s.num_gpus),
+    ]
+    if s.min_reliability:
+        f.append(OfferFilter("min_reliability", "reliability", "gte", s.min_reliability))
+    if s.bid_price is not None:
+        # Interruptible: we pay our bid, so the host's minimum bid must be below it.
+        f.append(OfferFilter("bid_price", "min_bid", "lte", s.bid_price))
+    elif s.max_price_per_hour:
+        f.append(OfferFilter("max_price_per_hour", "dph_total", "lte", s.max_price_per_hour))
+    f.append(OfferFilter("disk_gb", "disk_space", "gte", s.disk_gb))
+    if s.min_inet_down_mbps:
+        f.append(OfferFilter("min_inet_down_mbps", "inet_down", "gte", s.min_inet_down_mbps))
+    if s.min_cuda:
+        f.append(OfferFilter("min_cuda", "cuda_max_good", "gte", s.min_cuda))
+    if s.direct_ports:
+        f.append(OfferFilter("direct_ports", "direct_port_count", "gte", 1))
+    if s.verified:
+        f.append(OfferFilter("verified", "verified", "eq", True))
+    return f
+
+
+def build_query(filters: list[OfferFilter]) -> dict:
+    q = {k: dict(v) for k, v in ALWAYS.items()}
+    for f in filters:
+        q.setdefault(f.field, {})[f.op] = f.value
+    return q
+
+
+def order_for(s: "VastSettings") -> list:
+    if s.order_by == "dlperf_per_dollar":
+        return [["dlperf_per_dphtotal", "desc"], ["dph_total", "asc"]]
+    return [["dph_total", "asc"], ["reliability", "desc"]]
+
+
+def price_per_hour(offer: dict, s: "VastSettings") -> float:
+    """$/h including the disk: the search's dph_total (priced at our disk size), or our bid plus the disk."""
+    if s.bid_price is not None:
+        return s.bid_price + (offer.get("storage_total_cost") or
+                              (offer.get("storage_cost") or 0.0) * s.disk_gb / (30 * 24))
+    return float(offer["dph_total"])
+
+
+def run_estimate(offer: dict, s: "VastSettings", upload_gb: float) -> float:
+    return estimate_run_cost(price_per_hour(offer, s), s.expected_hours, upload_gb, offer.get("inet_down_cost"))
+
+
+def search(call, sdk, s: "VastSettings", limit: int = 64) -> list[dict]:
+    """Offers that pass every filter, best first. `call` is the provider's retrying SDK caller."""
+    filters = offer_filters(s)
+    offers = call(sdk.search_offers, query=build_query(filters), type="bid" if s.bid_price is not None else "on-demand",
+                  order=order_for(s), limit=limit, storage=float(s.disk_gb), no_default=True)
+    return [o for o in offers if all(f.passes(o) for f in filters)]
+
+
+def explain_empty(call, sdk, s: "VastSettings") -> str:
+    """Why nothing matched: which single filter, relaxed, would bring offers back.
+
+    One broad search (the GPU models, any count, any price), then every filter applied
+    client-side with each one left out in turn: one extra request, not one per filter.
+    """
+    filters = offer_filters(s)
+    broad = call(sdk.search_offers, query=build_query(filters[:1]), type="bid" if s.bid_price is not None else "on-demand",
+                 order=[["dph_total", "asc"]], limit=1000, storage=float(s.disk_gb), no_default=True)
+    wanted = filters[0].describe()
+    if not broad:
+        return (f"no rentable Vast.ai offer has {wanted} at all right now; "
+                f"add other models to vast.gpu_fallbacks or try again later")
+    lines = []
+    for left_out in filters:
+        others = [f for f in filters if f is not left_out]
+        rescued = [o for o in broad if all(f.passes(o) for f in others)]
+        if rescued:
+            cheapest = min(price_per_hour(o, s) for o in rescued)
+            lines.append(f"{left_out.describe()} removes {len(rescued)} offer(s) that pass every other filter "
+                         f"(cheapest {fmt_usd(cheapest)}/h)")
+    if lines:
+        return "no offer matches the vast: filters. " + "; ".join(lines) + ". Relax that key in configs/deploy.yaml."
+    failing = [f.describe() for f in filters[1:] if not any(f.passes(o) for o in broad)]
+    detail = (" No offer passes " + ", ".join(failing) + ".") if failing else ""
+    return (f"no offer matches the vast: filters: {len(broad)} offer(s) have {wanted} but each fails two or more "
+            f"filters at once.{detail} Relax several keys under vast: in configs/deploy.yaml.")
+
+
+def print_table(offers: list[dict], s: "VastSettings", upload_gb: float, limit: int = 15, file=None) -> None:
+    """The offers, best first, as a rich table (what `python -m deploy offers` shows)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = file or sys.stdout
+    console = Console(file=out, width=None if out.isatty() else 150)
+    order = "DLPerf per $" if s.order_by == "dlperf_per_dollar" else "price"
+    t = Table(title=f"Vast.ai offers for {s.num_gpus}x {' / '.join([s.gpu_name, *s.gpu_fallbacks])}, "
+                    f"{s.disk_gb:g} GB disk, best first by {order}")
+    for name, justify in [("offer id", "right"), ("GPUs", "left"), ("$/h incl. disk", "right"),
+                          ("reliability", "right"), ("down Mb/s", "right"), ("CUDA", "right"),
+                          ("DLPerf/$", "right"), (f"est. run ({s.expected_hours:g} h)", "right"),
+                          ("where", "left")]:
+        t.add_column(name, justify=justify)
+    for o in offers[:limit]:
+        rel = o.get("reliability2", o.get("reliability")) or 0.0
+        t.add_row(str(o["id"]), f"{o.get('num_gpus')}x {o.get('gpu_name')}", fmt_usd(price_per_hour(o, s)),
+                  f"{rel * 100:.1f}%", f"{o.get('inet_down', 0):.0f}", str(o.get("cuda_max_good", "?")),
+                  f"{o.get('dlperf_per_dphtotal', 0):.1f}", fmt_usd(run_estimate(o, s, upload_gb)),
+                  str(o.get("geolocation") or "?"))
+    console.print(t)
+    if len(offers) > limit:
+        console.print(f"... and {len(offers) - limit} more")

@@ -1,0 +1,154 @@
+"""Fixtures for the deploy tests: a real OpenSSH server on 127.0.0.1 (see sshd.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.sshd import SshServer, sshd_available
+
+
+@pytest.fixture
+def sshd(tmp_path_factory):
+    """A running sshd on 127.0.0.1:<random port> with its own host and user keys.
+
+    Yields an `SshServer`: .host .port .user .identity_file, .deploy_ssh_config(),
+    .stop() .start() .restart() .refuse_for(s) .drop_connections() .regenerate_host_key().
+    """
+    if not sshd_available():
+        pytest.skip("OpenSSH server not installed (apt-get install openssh-server)")
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- a project directory driving `python -m deploy` against the fixture's sshd ----------
+
+REPO = Path(__file__).resolve().parents[2]
+# Every character a careless remote command would mangle: space, quotes, $(...), backtick.
+AWKWARD = "work space 'q\" $(touch PWNED) `id`"
+
+
+class DeployProject:
+    """A working directory with its own configs/deploy.yaml and .deploy/, aimed at `sshd`."""
+
+    def __init__(self, root: Path, server, workspace: Path):
+        self.cwd = root
+        self.server = server
+        self.workspace = workspace
+        self.config_path = root / "deploy.yaml"
+        self.config = {
+            "provider": "ssh",
+            "ssh": {**server.deploy_ssh_config(), "connect_timeout": 5, "retry_for": 20},
+            "remote": {"workspace": str(workspace), "python": sys.executable},
+            "dataset": {"path": str(root / "dataset")},
+            "train": {"config": str(REPO / "configs" / "demo.yaml"), "args": ["--epochs", "2"]},
+        }
+        self.write_config()
+
+    def write_config(self, **sections) -> None:
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(self.config.get(key), dict):
+                self.config[key] = {**self.config[key], **value}
+            else:
+                self.config[key] = value
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def env(self, extra: dict | None = None) -> dict:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", COLUMNS="200")
+        env.update(extra or {})
+        return env
+
+    def argv(self, *args) -> list[str]:
+        return [sys.executable, "-m", "deploy", "--config", str(self.config_path), *map(str, args)]
+
+    def run(self, *args, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), cwd=self.cwd, env=self.env(env), capture_output=True,
+                              text=True, timeout=timeout)
+
+    def popen(self, *args, env: dict | None = None, **kw) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(*args), cwd=self.cwd, env=self.env(env), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+    def state(self) -> dict:
+        return json.loads((self.cwd / ".deploy" / "state.json").read_text())
+
+    def remote_run_dir(self, run: str) -> Path:
+        return self.workspace / "runs" / run
+
+
+@pytest.fixture
+def project(sshd, tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    workspace = tmp_path / AWKWARD / "ws"
+    yield DeployProject(root, sshd, workspace)
+    # a test that left a detached run behind must not leave it running
+    for pid_file in workspace.glob("runs/*/pid"):
+        try:
+            os.killpg(int(pid_file.read_text().strip()), 15)
+        except (ValueError, OSError):
+            pass
+    assert not list(tmp_path.rglob("PWNED")), "a remote path was shell-interpreted"
+
+
+FAKE_PYTHON = r"""#!/bin/sh
+# A stand-in interpreter for runs that need no real training: `-m trainer train` prints
+# numbered lines, writes result files and exits as ./behavior says; anything else is
+# the real Python.
+here=$(dirname "$0")
+if [ "$1" = "-m" ] && [ "$2" = "trainer" ] && [ "$3" = "extract" ]; then echo "fake extract"; exit 0; fi
+if [ "$1" = "-m" ] && [ "$2" = "trainer" ] && [ "$3" = "train" ]; then
+  read lines delay code resume_code < "$here/behavior"
+  out=""; prev=""
+  for a in "$@"; do [ "$prev" = "--output-dir" ] && out=$a; prev=$a; done
+  case " $* " in *" --resume "*) code=$resume_code; echo "resuming";; esac
+  echo "epoch,accuracy,loss,val_accuracy,val_loss,learning_rate" > "$out/training_history.csv"
+  i=1
+  while [ "$i" -le "$lines" ]; do
+    echo "line $i of $lines" >> "$out/train.log"
+    echo "$i,0.5,0.7,0.$i,0.6,0.001" >> "$out/training_history.csv"
+    head -c 200000 /dev/urandom > "$out/best_model.keras"
+    sleep "$delay"
+    i=$((i+1))
+  done
+  mkdir -p "$out/plots" && echo png > "$out/plots/history.png"
+  echo '{"accuracy": 0.75}' > "$out/metrics.json"
+  [ "$code" != 0 ] && echo "fake failure: exit $code" >&2
+  exit "$code"
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+class FakeTrainer:
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "python"
+        self.path.write_text(FAKE_PYTHON.replace('"$REAL_PYTHON"', shlex.quote(sys.executable)))
+        self.path.chmod(0o755)
+        self.behave()
+
+    def behave(self, lines: int = 3, delay: float = 0.0, code: int = 0, resume_code: int = 0) -> None:
+        (self.path.parent / "behavior").write_text(f"{lines} {delay} {code} {resume_code}\n")
+
+
+@pytest.fixture
+def fake_trainer(project, tmp_path):
+    """`remote.python` becomes a stand-in whose `trainer train` is scripted (see FAKE_PYTHON)."""
+    fake = FakeTrainer(tmp_path / "fake python")
+    project.write_config(remote={"python": str(fake.path)})
+    (project.cwd / "dataset").mkdir(exist_ok=True)
+    (project.cwd / "dataset" / "a.txt").write_text("not a video; the fake trainer does not care\n")
+    return fake

@@ -1,0 +1,82 @@
+"""Reaching the host: first-contact pinning, a changed key refused, retry while booting, clear failures."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from deploy.errors import UsageError
+from deploy.providers.base import Host
+from deploy.remote import Remote
+from deploy.sync import rsync
+from tests.deploy.sshd import free_port
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_up_pins_the_host_key_and_probes_the_host(project):
+    r = project.run("up")
+    assert r.returncode == 0, r.stderr
+    known = (project.cwd / ".deploy" / "known_hosts").read_text()
+    assert f"[127.0.0.1]:{project.server.port}" in known
+    assert project.server.host_public_key().split()[1] in known
+    state = project.state()
+    assert state["host"]["port"] == project.server.port
+    assert state["workspace"] == str(project.workspace)  # created, resolved, awkward characters intact
+    assert project.workspace.is_dir()
+    assert "ready: Python 3." in r.stdout
+
+
+def test_changed_host_key_is_refused_with_how_to_forget_it(project):
+    assert project.run("up").returncode == 0
+    project.server.regenerate_host_key()
+    for cmd in ("status", "up"):
+        r = project.run(cmd)
+        assert r.returncode == 2, r.stdout + r.stderr
+        line = last_line(r.stderr)
+        assert "CHANGED" in line and "ssh-keygen -R" in line and "known_hosts" in line
+    # rsync's ssh (OpenSSH, not paramiko) checks the same pinned file and refuses too
+    remote = Remote(Host(**project.state()["host"]), project.cwd / ".deploy" / "known_hosts")
+    with pytest.raises(UsageError, match="does not match the one pinned"):
+        rsync(remote, [str(project.config_path), f"{remote.target}:{project.workspace}/"], "probe")
+    # following the advice works
+    subprocess.run(["ssh-keygen", "-R", f"[127.0.0.1]:{project.server.port}", "-f",
+                    str(project.cwd / ".deploy" / "known_hosts")], check=True, capture_output=True)
+    assert project.run("up").returncode == 0
+
+
+def test_up_retries_while_the_host_boots(project):
+    project.server.refuse_for(4.0)
+    t0 = time.monotonic()
+    r = project.run("up")
+    assert r.returncode == 0, r.stderr
+    assert "waiting for" in r.stderr and "retrying" in r.stderr
+    assert time.monotonic() - t0 >= 3.5
+
+
+def test_unreachable_host_is_one_line_after_retrying(project):
+    project.write_config(ssh={"port": free_port(), "retry_for": 2, "connect_timeout": 2})
+    r = project.run("up")
+    assert r.returncode == 2
+    assert "cannot reach" in last_line(r.stderr) and "Traceback" not in r.stderr
+
+
+def test_refused_key_is_one_line_without_retrying(project, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    project.write_config(ssh={"identity_file": str(other)})
+    t0 = time.monotonic()
+    r = project.run("up")
+    assert r.returncode == 2
+    assert "refused SSH key" in last_line(r.stderr) and "authorized_keys" in last_line(r.stderr)
+    assert time.monotonic() - t0 < 15  # a wrong key does not wait out the boot retries
+
+
+def test_commands_before_up_say_so(project):
+    for cmd in ("sync", "start", "logs", "status", "fetch"):
+        r = project.run(cmd)
+        assert r.returncode == 2 and "deploy up" in last_line(r.stderr), (cmd, r.stderr)

@@ -1,0 +1,201 @@
+"""`sync` with real rsync over the fixture's sshd: incremental, resumable, quoted, remote downloads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import signal
+import tarfile
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_dataset(root):
+    (root / "Violence").mkdir(parents=True)
+    (root / "NonViolence").mkdir(parents=True)
+    for i in range(4):
+        (root / "Violence" / f"fight {i} 'x'.mp4").write_bytes(os.urandom(30_000))
+        (root / "NonViolence" / f"walk_{i}$(id).mp4").write_bytes(os.urandom(30_000))
+
+
+def test_second_sync_of_unchanged_dataset_sends_almost_nothing(project):
+    make_dataset(project.cwd / "dataset")
+    assert project.run("up").returncode == 0
+    first = project.run("sync")
+    assert first.returncode == 0, first.stderr
+    ws = project.workspace
+    for f in (project.cwd / "dataset").rglob("*.mp4"):
+        assert digest(ws / "dataset" / f.relative_to(project.cwd / "dataset")) == digest(f)
+    assert (ws / "app" / "trainer" / "cli.py").is_file() and (ws / "app" / "pyproject.toml").is_file()
+    assert not (ws / "app" / ".venv").exists() and not (ws / "app" / ".git").exists()
+    assert not list((ws / "app").rglob("__pycache__"))
+    sent_first = project.state()["last_sync"]["bytes_sent"]
+    assert sent_first > 240_000  # the 8 x 30 kB of random videos went over
+
+    second = project.run("sync")
+    assert second.returncode == 0, second.stderr
+    last = project.state()["last_sync"]
+    assert last["bytes_sent"] < 4_000, second.stdout  # file lists only
+    assert last["parts"]["dataset"] < 1_500
+    assert f"{last['bytes_sent']} bytes sent" in second.stdout
+
+    # a video removed here is removed there (the host trains on exactly this dataset)
+    gone = next((project.cwd / "dataset" / "Violence").glob("*.mp4"))
+    gone.unlink()
+    assert project.run("sync").returncode == 0
+    assert not (ws / "dataset" / "Violence" / gone.name).exists()
+
+
+def test_interrupted_sync_resumes_from_the_partial_file(project):
+    big = project.cwd / "dataset" / "Violence" / "big.mp4"
+    big.parent.mkdir(parents=True)
+    big.write_bytes(os.urandom(6_000_000))
+    assert project.run("up").returncode == 0
+    assert project.run("sync", "--code-only").returncode == 0  # code first, so the dataset is what we cut
+
+    proc = project.popen("sync", "--bwlimit", "1000")  # ~1 MB/s: 6 s for the whole file
+    partial = project.workspace / "dataset" / "Violence" / ".rsync-partial" / "big.mp4"
+    deadline = time.monotonic() + 30
+    tmp_files = []
+    while time.monotonic() < deadline:
+        tmp_files = [p for p in (project.workspace / "dataset" / "Violence").glob(".big.mp4.*")]
+        if tmp_files and tmp_files[0].stat().st_size > 1_500_000:
+            break
+        time.sleep(0.1)
+    assert tmp_files, "the transfer never started"
+    os.killpg(proc.pid, signal.SIGKILL)  # the laptop's side dies mid-file, no cleanup of any kind
+    proc.wait(10)
+    deadline = time.monotonic() + 10  # the receiver moves its temp file to the partial dir as it exits
+    while not partial.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert partial.exists() and 1_000_000 < partial.stat().st_size < 6_000_000
+
+    r = project.run("sync")
+    assert r.returncode == 0, r.stderr
+    assert digest(project.workspace / "dataset" / "Violence" / "big.mp4") == digest(big)
+    sent = project.state()["last_sync"]["parts"]["dataset"]
+    assert sent < 6_000_000 - 900_000, f"resumed sync re-sent {sent} bytes"
+    assert not partial.exists()
+
+
+def test_missing_local_rsync_is_one_line(project, tmp_path):
+    assert project.run("up").returncode == 0
+    bin_dir = tmp_path / "bin-without-rsync"
+    bin_dir.mkdir()
+    for tool in ("ssh",):
+        os.symlink(f"/usr/bin/{tool}", bin_dir / tool)
+    r = project.run("sync", env={"PATH": str(bin_dir)})
+    assert r.returncode == 2
+    assert "rsync is not installed on this machine" in r.stderr.strip().splitlines()[-1]
+
+
+# -- datasets the host downloads itself ------------------------------------------------
+SECRET = "s3cr3t-token-never-on-disk"
+KAGGLE_USER, KAGGLE_KEY = "alice", "kaggle-key-never-on-disk"
+
+
+def tar_gz_of_dataset() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for cls in ("Violence", "NonViolence"):
+            for i in range(3):
+                data = f"{cls} video {i}".encode() * 100
+                info = tarfile.TarInfo(f"real life violence/{cls}/{cls[0]}_{i}.mp4")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def zip_of_dataset() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for cls in ("fight", "nofight"):
+            zf.writestr(f"{cls}/clip.mp4", f"{cls}".encode() * 500)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def archive_server():
+    """127.0.0.1 HTTP server: /data.tar.gz needs the bearer token, the Kaggle API path basic auth."""
+    seen = []
+    bodies = {"/data.tar.gz?sig=abc": (f"Bearer {SECRET}", tar_gz_of_dataset()),
+              "/api/v1/datasets/download/owner/violence-set": (
+                  "Basic " + base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode()).decode(), zip_of_dataset())}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            want = bodies.get(self.path)
+            if want is None:
+                self.send_error(404)
+            elif self.headers.get("Authorization") != want[0]:
+                self.send_error(401)
+            else:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(want[1])))
+                self.end_headers()
+                self.wfile.write(want[1])
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.seen = seen
+    yield server
+    server.shutdown()
+
+
+def assert_secret_nowhere(project, tmp_path, secret: str, *outputs: str):
+    for text in outputs:
+        assert secret not in text
+    for root in (project.cwd, project.workspace, tmp_path):
+        for f in root.rglob("*"):
+            if f.is_file() and f.stat().st_size < 5_000_000:
+                assert secret.encode() not in f.read_bytes(), f"secret written to {f}"
+
+
+def test_host_downloads_an_https_archive_with_a_token_from_the_environment(project, archive_server, tmp_path):
+    url = f"http://127.0.0.1:{archive_server.server_port}/data.tar.gz?sig=abc"
+    project.write_config(dataset={"path": None, "url": url, "token_env": "DATASET_TOKEN"})
+    assert project.run("up").returncode == 0
+    r = project.run("sync", env={"DATASET_TOKEN": SECRET})
+    assert r.returncode == 0, r.stderr
+    ds = project.workspace / "dataset"
+    assert sorted(p.name for p in ds.iterdir() if not p.name.startswith(".")) == ["NonViolence", "Violence"]
+    assert (ds / "Violence" / "V_2.mp4").read_bytes() == b"Violence video 2" * 100
+    assert "sig=abc" not in r.stdout + r.stderr  # a signed URL's query is a secret too
+    assert_secret_nowhere(project, tmp_path, SECRET, r.stdout, r.stderr)
+
+    again = project.run("sync", env={"DATASET_TOKEN": SECRET})
+    assert again.returncode == 0 and "already downloaded" in again.stdout + again.stderr
+    assert len(archive_server.seen) == 1
+
+    wrong = project.run("sync", env={"DATASET_TOKEN": "nope"})  # cached: no request needed, still fine
+    assert wrong.returncode == 0
+    project.write_config(dataset={"url": url.replace("sig=abc", "sig=other")})
+    bad = project.run("sync", env={"DATASET_TOKEN": "nope"})
+    assert bad.returncode == 2 and "HTTP 404" in bad.stdout + bad.stderr
+
+
+def test_host_downloads_a_kaggle_dataset(project, archive_server, tmp_path):
+    project.write_config(dataset={"path": None, "kaggle": "owner/violence-set"})
+    assert project.run("up").returncode == 0
+    env = {"DEPLOY_KAGGLE_API": f"http://127.0.0.1:{archive_server.server_port}/api/v1",
+           "KAGGLE_USERNAME": KAGGLE_USER, "KAGGLE_KEY": KAGGLE_KEY, "HOME": str(tmp_path)}
+    r = project.run("sync", env=env)
+    assert r.returncode == 0, r.stderr
+    assert (project.workspace / "dataset" / "fight" / "clip.mp4").read_bytes() == b"fight" * 500
+    assert_secret_nowhere(project, tmp_path, KAGGLE_KEY, r.stdout, r.stderr)
+    no_creds = project.run("sync", env={"HOME": str(tmp_path), "KAGGLE_USERNAME": "", "KAGGLE_KEY": ""})
+    assert no_creds.returncode == 2 and "KAGGLE_USERNAME" in no_creds.stderr

@@ -1,0 +1,177 @@
+"""Exact resume: SIGKILL in the middle of an epoch, SIGTERM, and the state that must survive."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.trainer.tiny_cache import make_cache
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCHS = 6
+TRAIN, BATCH = 1200, 16
+STEPS = TRAIN // BATCH  # 75
+
+CONFIG = """
+model: {lstm_units: 8, dense_units: [16, 8, 8], dropout: 0.1}
+train: {batch_size: 16, warmup_epochs: 2, mixed_precision: false, xla: false, learning_rate: 3.0e-3}
+callbacks: {tensorboard: false, keep_last_checkpoints: 0}
+"""
+
+
+def _state(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "resume_state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _start(cache, out, cfg, *extra):
+    cmd = [sys.executable, "-m", "trainer", "train", "--cache-dir", str(cache), "--output-dir", str(out),
+           "--config", str(cfg), "--epochs", str(EPOCHS), "--no-evaluate", *extra]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_mid_epoch(proc, out, after_epoch: int, timeout=240) -> None:
+    """Return in the middle of epoch `after_epoch + 1`: half an epoch after `after_epoch` was committed."""
+    deadline = time.time() + timeout
+    marks = {}
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        s = _state(out)
+        epoch = s["epoch"] if s else 0
+        marks.setdefault(epoch, time.time())
+        if epoch >= after_epoch:
+            last = marks.get(after_epoch - 1)
+            epoch_time = (marks[after_epoch] - last) if last and after_epoch - 1 in marks else 1.0
+            time.sleep(epoch_time * 0.4)
+            return
+        time.sleep(0.02)
+    raise AssertionError("training did not reach the epoch in time")
+
+
+def _history(out: Path) -> list[dict]:
+    with open(out / "training_history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
+    import keras
+
+    import trainer.model  # noqa: F401  registers the custom layer for load_model
+    from trainer import schedule
+
+    cache = make_cache(tmp_path / "cache", {"train": TRAIN, "val": 32, "test": 8})
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "run"
+
+    # 1. SIGKILL in the middle of epoch 3: nothing of epoch 3 may count
+    proc = _start(cache, out, cfg)
+    _wait_mid_epoch(proc, out, after_epoch=2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _state(out)["epoch"]
+    assert killed_at == 2, "the kill was meant to land inside epoch 3"
+
+    # 2. resume, then SIGTERM in the middle of epoch 5: a clean, resumable stop
+    proc = _start(cache, out, cfg, "--resume")
+    _wait_mid_epoch(proc, out, after_epoch=4)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, log
+    assert "stopped by SIGTERM during epoch 5; epochs 1..4 are saved" in log
+    assert f"resume: checkpoint_epoch_002.keras (epoch 2/{EPOCHS}, optimizer step {2 * STEPS})" in log
+    assert _state(out)["epoch"] == 4
+    assert [int(r["epoch"]) for r in _history(out)] == [0, 1, 2, 3]
+
+    # 3. resume to the end
+    proc = _start(cache, out, cfg, "--resume")
+    log, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, log
+    assert f"optimizer step {4 * STEPS}" in log
+    assert f"epoch   6/{EPOCHS}" in log
+
+    rows = _history(out)
+    assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS)), "every epoch exactly once"
+    # the learning rate follows the one warmup+cosine curve across both restarts: no jump
+    ref = schedule.warmup_cosine(STEPS, EPOCHS, 2, 3e-3, 1e-7)
+    expected = [float(keras.ops.convert_to_numpy(ref((e + 1) * STEPS))) for e in range(EPOCHS)]
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], expected, rtol=1e-4)
+    # optimizer step counts continue: each checkpoint holds exactly its epochs' steps
+    for epoch in (2, 3, 6):
+        model = keras.models.load_model(out / f"checkpoint_epoch_{epoch:03d}.keras")
+        assert int(model.optimizer.iterations.numpy()) == epoch * STEPS
+    assert _state(out)["epoch"] == EPOCHS
+    # the log of all three processes is in train.log
+    train_log = (out / "train.log").read_text()
+    assert train_log.count("training epochs") == 3 and "stopped by SIGTERM" in train_log
+
+
+def test_callback_state_survives_a_restart(tmp_path):
+    """EarlyStopping / ModelCheckpoint / plateau state: saved at an epoch's commit, put back on resume."""
+    import keras
+
+    from trainer import callbacks as cb
+    from trainer import schedule
+
+    def fresh():
+        es = keras.callbacks.EarlyStopping(patience=15, restore_best_weights=True)
+        best = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy", save_best_only=True)
+        pl = schedule.PlateauScaleCallback(peak_lr=1e-3, patience=7, factor=0.5)
+        return es, best, pl
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    es, best, pl = fresh()
+    for c in (es, best, pl):
+        c.set_model(model)
+        c.on_train_begin()
+    es.best, es.wait, es.best_epoch, es.best_weights = 0.25, 4, 6, [w + 1.0 for w in model.get_weights()]
+    best.best = 0.875
+    pl.best, pl.wait, pl.cooldown_counter, pl.reductions = 0.3, 3, 1, 2
+    saver = cb.ResumeState(tmp_path, es, best, pl)
+    saver.set_model(model)
+    saver.on_epoch_end(6)
+
+    es2, best2, pl2 = fresh()
+    restorer = cb.ResumeState(tmp_path, es2, best2, pl2, restore=cb.read_state(tmp_path))
+    for c in (es2, best2, pl2, restorer):  # the order train.py uses: Keras resets first, then restore
+        c.set_model(model)
+        c.on_train_begin()
+    assert (es2.best, es2.wait, es2.best_epoch) == (0.25, 4, 6)
+    for a, b in zip(es2.best_weights, es.best_weights):
+        np.testing.assert_array_equal(a, b)
+    assert best2.best == 0.875
+    assert (pl2.best, pl2.wait, pl2.cooldown_counter, pl2.reductions) == (0.3, 3, 1, 2)
+
+
+def test_history_rows_of_uncommitted_epochs_are_dropped(tmp_path):
+    from trainer.train import _truncate_history
+
+    path = tmp_path / "training_history.csv"
+    path.write_text("epoch,loss\r\n0,1.0\r\n1,0.9\r\n2,0.8\r\n")
+    _truncate_history(path, completed_epochs=2)  # epoch index 2 was written, never committed
+    assert path.read_text().splitlines() == ["epoch,loss", "0,1.0", "1,0.9"]
+
+
+def test_keep_last_checkpoints_prunes_older_files(tmp_path):
+    import keras
+
+    from trainer import callbacks as cb
+
+    for n in range(1, 6):
+        (tmp_path / cb.checkpoint_name(n)).write_bytes(b"x")
+    saver = cb.ResumeState(tmp_path, None, None, None, keep_last=2)
+    saver.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    saver.on_epoch_end(4)  # epoch 5 committed
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_epoch_*")) == [
+        "checkpoint_epoch_004.keras", "checkpoint_epoch_005.keras"]

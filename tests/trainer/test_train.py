@@ -1,0 +1,163 @@
+"""`trainer train` end to end on a tiny cache, plus the pieces it is built from."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tests.trainer.tiny_cache import make_cache, tiny_config
+from trainer import data, runtime
+from trainer.cli import main
+
+TINY_YAML = """
+model: {lstm_units: 8, dense_units: [16, 8, 8], dropout: 0.1}
+train: {batch_size: 16, warmup_epochs: 1, learning_rate: 3.0e-3}
+"""
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("cache"), {"train": 48, "val": 16, "test": 16})
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_YAML)
+    return path
+
+
+@pytest.mark.slow
+def test_train_writes_every_seed_output(cache, tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--cache-dir", str(cache), "--output-dir", str(out), "--config", str(tiny_yaml),
+               "--epochs", "3", "--mixed-precision", "--xla", "--use-focal-loss", "--use-class-weights"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    for name in ("best_model.keras", "checkpoint_epoch_001.keras", "checkpoint_epoch_003.keras",
+                 "model_info.json", "metrics.json", "train.log", "resume_state.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").rglob("events.out.tfevents*"))
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "accuracy.png", "confusion_matrix.png", "learning_rate.png", "loss.png"]
+    with open(out / "training_history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
+    # asked-for speed-ups that do not apply on a CPU are reported as off, with the reason
+    assert "mixed precision: off: no GPU" in printed
+    assert "XLA: off: no GPU" in printed
+    assert "loss: CategoricalFocalCrossentropy (alpha 0.25, gamma 2.0), label smoothing 0.1" in printed
+    assert "3 steps per epoch" in printed and "LSTMs cuDNN-eligible: yes" in printed
+    log = (out / "train.log").read_text()
+    assert "epoch   3/3" in log and "samples/s" in log and "ETA" in log and "test accuracy:" in log
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["cache_meta"]["feature_shape"] == [6, 8] and info["classes"] == ["nonviolent", "violent"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["samples"] == 16 and 0.0 <= metrics["accuracy"] <= 1.0
+
+    # the same folder again without --resume: refused, nothing overwritten
+    before = (out / "training_history.csv").read_bytes()
+    assert main(["train", "--cache-dir", str(cache), "--output-dir", str(out), "--config", str(tiny_yaml)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert (out / "training_history.csv").read_bytes() == before
+    # --resume with another epoch count: refused (the schedule is laid out for 3)
+    assert main(["train", "--cache-dir", str(cache), "--output-dir", str(out), "--config", str(tiny_yaml),
+                 "--epochs", "5", "--resume"]) == 2
+    assert "resume with --epochs 3" in capsys.readouterr().err
+    # --resume of a finished run: nothing to train, exit 0
+    assert main(["train", "--cache-dir", str(cache), "--output-dir", str(out), "--config", str(tiny_yaml),
+                 "--epochs", "3", "--resume", "--no-evaluate"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["train", "--cache-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--cache-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "no feature cache" in capsys.readouterr().err
+    assert main(["train", "--cache-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--epochs", "0"]) == 2
+
+
+def test_class_weights_are_passed_to_fit_and_change_the_loss(tmp_path, monkeypatch):
+    from trainer.train import train
+
+    cache = make_cache(tmp_path / "c", {"train": 40, "val": 8, "test": 4}, violent_fraction=0.75)
+    seen = []
+    original = keras.Model.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("class_weight"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    losses = {}
+    for on in (True, False):
+        out = tmp_path / f"run_{on}"
+        cfg = tiny_config(epochs=1, class_weights=on)
+        cfg["model"]["lstm_layers"] = 1  # the weighting is what is under test: keep tracing short
+        assert train(cfg, cache, out, evaluate=False) == 0
+        with open(out / "training_history.csv", newline="") as fh:
+            losses[on] = float(next(csv.DictReader(fh))["loss"])
+    assert seen == [{0: 2.0, 1: pytest.approx(2 / 3)}, None]
+    # same seed, same data, same initial weights: only the weighting differs
+    assert losses[True] != pytest.approx(losses[False], rel=1e-3)
+
+
+def test_mixed_precision_with_focal_loss_trains_with_loss_scaling():
+    """mixed_float16 + the focal loss + global clipnorm: finite loss, Keras's LossScaleOptimizer."""
+    from trainer import schedule
+    from trainer.model import build_model
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(6, 8, {"lstm_units": 8, "lstm_layers": 1, "dropout": 0.1, "dense_units": [8, 8, 8]})
+        model.compile(optimizer=keras.optimizers.Adam(schedule.warmup_cosine(2, 2, 1, 1e-3, 1e-7), global_clipnorm=1.0),
+                      loss=keras.losses.CategoricalFocalCrossentropy(alpha=0.25, gamma=2.0, label_smoothing=0.1),
+                      metrics=["accuracy"])
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(32, 6, 8)).astype(np.float16)
+        y = rng.integers(0, 2, 32)
+        hist = model.fit(data.make_dataset(x, y, 16, shuffle=True), epochs=2, verbose=0,
+                         class_weight={0: 1.0, 1: 2.0})
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.output.dtype == "float32"
+    assert all(np.isfinite(hist.history["loss"]))
+    # the plateau scale is still found through the loss-scale wrapper
+    assert schedule.find_scaled_schedule(model.optimizer) is not None
+
+
+def test_dataset_reshuffles_every_epoch_and_keeps_float16():
+    x = np.arange(50 * 2 * 3, dtype=np.float16).reshape(50, 2, 3)
+    y = np.arange(50) % 2
+    ds = data.make_dataset(x, y, batch_size=16, shuffle=True, seed=1)
+    epochs = []
+    for _ in range(2):
+        firsts = []
+        for xb, yb in ds:
+            assert xb.dtype == "float16" and yb.shape[1] == 2
+            firsts += [int(v) // 6 for v in np.asarray(xb)[:, 0, 0]]
+        epochs.append(firsts)
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(50))  # each sample once per epoch
+    assert epochs[0] != epochs[1]  # a new order every epoch
+    assert data.steps_per_epoch(10778, 64) == 169
+
+
+def test_runtime_says_what_is_really_in_effect():
+    rt = runtime.setup(gpus_wanted=0, mixed_precision=True)
+    assert not rt.mixed_precision and "no GPU" in rt.mixed_precision_reason
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(Exception, match="--gpus 2 asked for"):
+        runtime.setup(gpus_wanted=2, mixed_precision=False)
+    from trainer.model import build_model
+
+    model = build_model(6, 8, {"lstm_units": 8, "lstm_layers": 1, "dropout": 0.1, "dense_units": [8]})
+    gpu = runtime.Runtime(rt.strategy, ["/gpu:0"], True, "", False)
+    jit, why = runtime.decide_jit(gpu, True, model)
+    assert jit is False and "cuDNN" in why  # Keras would silently drop it for cuDNN LSTMs
+    assert runtime.decide_jit(gpu, False, model) == (False, "off (not asked for)")

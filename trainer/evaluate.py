@@ -1,0 +1,100 @@
+"""`python -m trainer evaluate`: test-split metrics -> metrics.json, and the plots.
+
+Metrics come from scikit-learn (accuracy, per-class precision / recall / F1, ROC AUC
+on the violent probability, confusion matrix); plots from plots.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from trainer.cache import CLASSES, atomic_write_json
+from trainer.errors import UsageError
+
+
+def compute_metrics(y_true: np.ndarray, p_violent: np.ndarray, threshold: float = 0.5) -> dict:
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+    y_pred = (p_violent >= threshold).astype(int)
+    labels = list(range(len(CLASSES)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    try:
+        auc = float(roc_auc_score(y_true, p_violent))
+    except ValueError:  # one class only in the test split: AUC is undefined
+        auc = None
+    return {
+        "samples": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "roc_auc": auc,
+        "threshold": threshold,
+        "per_class": {
+            CLASSES[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
+                         "f1": float(f1[i]), "support": int(support[i])}
+            for i in labels
+        },
+        "confusion_matrix": {
+            "labels": list(CLASSES),
+            "rows_true_cols_predicted": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        },
+    }
+
+
+def load_model(path: Path):
+    import keras
+
+    import trainer.model  # noqa: F401  registers AttentionPooling for deserialisation
+    import trainer.schedule  # noqa: F401  registers ScaledSchedule
+
+    if not Path(path).is_file():
+        raise UsageError(f"--model {path}: no such file")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # a truncated or foreign file: the user must point elsewhere
+        raise UsageError(f"--model {path}: cannot be loaded as a Keras model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
+def evaluate_file(cache_dir, model_path: Path, out_dir: Path, batch_size: int = 64) -> dict | None:
+    from trainer import data, plots
+
+    model = load_model(model_path)
+    x, y, paths = data.load_split(cache_dir, "test")
+    if len(x) == 0:
+        print("the cache has no test videos; nothing to evaluate")
+        return None
+    expected = tuple(model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise UsageError(f"the cache's features are {tuple(x.shape[1:])} but the model expects {expected}; "
+                         "evaluate with the cache the model was trained on")
+    p = model.predict(data.make_dataset(x, y, batch_size, shuffle=False), verbose=0)[:, CLASSES.index("violent")]
+    metrics = compute_metrics(y, p)
+    metrics["model"] = str(model_path)
+    metrics["cache_dir"] = str(cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    written = plots.write_all(out_dir, metrics, history=Path(model_path).parent / "training_history.csv")
+    _print_report(metrics, out_dir, written)
+    return metrics
+
+
+def _print_report(m: dict, out_dir: Path, plots_written: list[Path]) -> None:
+    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    print(f"test split: {m['samples']} videos  accuracy {m['accuracy']:.4f}  ROC AUC {auc}")
+    for name, s in m["per_class"].items():
+        print(f"  {name:<10} precision {s['precision']:.3f}  recall {s['recall']:.3f}  f1 {s['f1']:.3f}  ({s['support']} videos)")
+    cmx = m["confusion_matrix"]["rows_true_cols_predicted"]
+    print(f"  confusion (rows true, cols predicted {list(CLASSES)}): {cmx}")
+    print(f"wrote {out_dir / 'metrics.json'}" + (f" and {len(plots_written)} plot(s) in {out_dir / 'plots'}" if plots_written else ""))
+
+
+def run(args) -> int:
+    model_path = Path(args.model)
+    if not Path(args.cache_dir).is_dir():
+        raise UsageError(f"--cache-dir {args.cache_dir} does not exist")
+    out_dir = Path(args.output_dir) if args.output_dir else model_path.parent
+    evaluate_file(args.cache_dir, model_path, out_dir)
+    return 0

@@ -1,0 +1,79 @@
+"""PNG plots of a run: loss, accuracy and learning rate per epoch, and the confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; works on a headless instance
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    if not Path(path).is_file():
+        return {}
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cols: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                cols.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                cols.setdefault(key, []).append(float("nan"))
+    return cols
+
+
+def _curve(out: Path, hist: dict, keys: list[str], title: str, log_y: bool = False) -> Path | None:
+    present = [k for k in keys if k in hist]
+    if not present or "epoch" not in hist:
+        return None
+    epochs = [e + 1 for e in hist["epoch"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in present:
+        ax.plot(epochs, hist[key], label=key, marker="o" if len(epochs) < 30 else None)
+    ax.set_xlabel("epoch")
+    ax.set_title(title)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def confusion_matrix_png(out: Path, metrics: dict) -> Path:
+    cm = metrics["confusion_matrix"]["rows_true_cols_predicted"]
+    labels = metrics["confusion_matrix"]["labels"]
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max(max(r) for r in cm) or 1
+    for i, row in enumerate(cm):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > peak / 2 else "black")
+    ax.set_title(f"test accuracy {metrics['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def write_all(out_dir: Path, metrics: dict, history: Path) -> list[Path]:
+    plots = Path(out_dir) / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    hist = read_history(history)
+    written = [
+        _curve(plots / "loss.png", hist, ["loss", "val_loss"], "loss"),
+        _curve(plots / "accuracy.png", hist, ["accuracy", "val_accuracy"], "accuracy"),
+        _curve(plots / "learning_rate.png", hist, ["learning_rate"], "learning rate", log_y=True),
+        confusion_matrix_png(plots / "confusion_matrix.png", metrics),
+    ]
+    return [p for p in written if p is not None]
