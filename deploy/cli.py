@@ -125,6 +125,10 @@ def cmd_status(ctx: Context) -> int:
     from deploy.status import collect, render
 
     facts = ctx.provider.describe()
+    if facts.pop("reachable", True) is False:  # a stopped (or outbid) instance: its provider facts are all there is
+        render({"host": "not running (`make fetch` starts it again)", "run": ctx.state.current_run,
+                "state": "unknown while the host is stopped", "provider_facts": facts}, as_json=ctx.args.json)
+        return 0
     with ctx.remote() as remote:
         info = collect(remote, ctx.layout(), ctx.state, facts)
     render(info, as_json=ctx.args.json)

@@ -88,7 +88,7 @@ def follow(remote: Remote, layout: Layout, state, run: str | None = None, lines:
             # ended (or never wrote a pid): print what is left and stop
             code = remote.stream(f"tail -c +{offset + 1} {d}/train.log", on_bytes=out)
         else:
-            code = remote.stream(f"exec tail -c +{offset + 1} -F --pid={int(pid)} {d}/train.log 2>/dev/null",
+            code = remote.stream(f"exec tail -c +{offset + 1} -F -s 0.5 --pid={int(pid)} {d}/train.log 2>/dev/null",
                                  on_bytes=out)
         offset += received
         if code is None:  # the connection dropped; the run did not

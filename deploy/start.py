@@ -27,6 +27,10 @@ from deploy.remote import Remote, q, rpath
 RUN_MARK = "deploy-run.sh"  # the run script's name, checked in /proc so a recycled pid is not "running"
 
 
+_FIND_PACKAGES = ("import importlib.util as u; print(' '.join(m for m in ('tensorflow', 'keras', 'cv2', 'numpy', "
+                  "'yaml', 'sklearn', 'matplotlib') if u.find_spec(m) is None))")
+
+
 def new_run_name() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
@@ -89,7 +93,7 @@ trap 'finish 130' INT
 {exports}export PYTHONPATH={rpath(layout.app)}
 export PYTHONUNBUFFERED=1
 cd {rpath(layout.app)} || finish 1
-echo "[deploy] $(date -u +%FT%TZ) run {shlex.quote(run)} on $(hostname)"
+echo "[deploy] $(date -u +%FT%TZ) run {shlex.quote(run)} on $(uname -n)"
 {extract}
 echo "[deploy] $(date -u +%FT%TZ) train"
 # the trainer tees its own output into train.log; its raw streams go to console.log
@@ -101,32 +105,43 @@ finish $?
 
 def start(remote: Remote, layout: Layout, config: dict, state, env: dict, resume: bool = False,
           name: str | None = None) -> str:
-    running = remote.run(running_runs_script(layout)).stdout.split()
+    run = name or (state.current_run if resume else new_run_name())
+    if resume and not run:
+        raise UsageError("no previous run to resume: use `start` without --resume")
+    py = layout.python(config)
+    run_dir = rpath(layout.run_dir(run))
+    # One round trip for every precondition (each SSH command costs a login-shell start).
+    checks = remote.run(f"""
+echo "running=$({{ {running_runs_script(layout)} }} | tr '\\n' ' ')"
+test -e {run_dir} && echo exists=1
+cd {rpath(layout.app)} 2>/dev/null && test -d trainer && command -v {q(py)} >/dev/null 2>&1 && echo code=1 \
+  && echo "missing=$({q(py)} -c {q(_FIND_PACKAGES)})"
+""").stdout
+    facts = dict(line.partition("=")[::2] for line in checks.splitlines() if "=" in line)
+    running = facts.get("running", "").split()
     if running:
         raise UsageError(f"run {running[0]} is still running on {remote.host.host}: follow it with `make logs`, "
                          f"or wait for it to end before starting another")
-    if resume:
-        run = name or state.current_run
-        if not run:
-            raise UsageError("no previous run to resume: use `start` without --resume")
-        if not remote.run(f"test -d {rpath(layout.run_dir(run))}").ok:
-            raise UsageError(f"run {run} does not exist on {remote.host.host}: nothing to resume")
-    else:
-        run = name or new_run_name()
-        if remote.run(f"test -e {rpath(layout.run_dir(run))}").ok:
-            raise UsageError(f"run {run} already exists on the host: pick another --name or use --resume")
-    py = layout.python(config)
-    if not remote.run(f"cd {rpath(layout.app)} && test -d trainer && command -v {q(py)}").ok:
+    if resume and not facts.get("exists"):
+        raise UsageError(f"run {run} does not exist on {remote.host.host}: nothing to resume")
+    if not resume and facts.get("exists"):
+        raise UsageError(f"run {run} already exists on the host: pick another --name or use --resume")
+    if not facts.get("code"):
         raise UsageError(f"the host has no synced code or no interpreter {py}: run `python -m deploy sync` first")
+    # find_spec, not import: knowing TensorFlow is there costs milliseconds, importing it seconds
+    missing = facts.get("missing", "").split()
+    if missing:
+        raise UsageError(f"{py} on {remote.host.host} lacks {', '.join(missing)}: use the project's image, "
+                         f"set remote.python to an interpreter that has them, or `remote.python: auto-venv`")
     skip_extract = (state.data.get("last_sync") or {}).get("source") == "cache"
     script = run_script(layout, config, run, resume, skip_extract, env)
-    run_dir = rpath(layout.run_dir(run))
-    remote.check(f"mkdir -p {run_dir} && cat > {run_dir}/run.sh", "writing the run script", stdin=script)
-    # setsid: a new session, no controlling terminal, not a child of this SSH session
-    launch = (f"cd {run_dir} && rm -f pid && setsid nohup sh ./run.sh {RUN_MARK} > /dev/null 2>&1 < /dev/null & "
+    # write run.sh from stdin, then launch it; setsid: a new session, no controlling terminal,
+    # not a child of this SSH session
+    launch = (f"mkdir -p {run_dir} && cat > {run_dir}/run.sh && cd {run_dir} && rm -f pid && "
+              f"{{ setsid nohup sh ./run.sh {RUN_MARK} > /dev/null 2>&1 < /dev/null & }} && "
               f"i=0; while [ ! -s {run_dir}/pid ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
               f"cat {run_dir}/pid")
-    pid = remote.check(launch, "starting the run").strip()
+    pid = remote.check(launch, "starting the run", stdin=script).strip()
     if not pid:
         raise UsageError(f"the run did not start on {remote.host.host}: look at {layout.run_dir(run)}/train.log")
     state.record_start(run, resume=resume)

@@ -61,14 +61,9 @@ def human(n: float) -> str:
 def require_local_rsync() -> str:
     path = shutil.which("rsync")
     if not path:
-        raise UsageError("rsync is not installed on this machine: install it (apt-get install rsync / brew install rsync)")
+        raise UsageError("rsync is not installed on this machine: install it "
+                         "(apt-get install rsync / brew install rsync)")
     return path
-
-
-def require_remote_rsync(remote: Remote) -> None:
-    if not remote.run("command -v rsync").ok:
-        raise UsageError(f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync), "
-                         f"or use the project's image")
 
 
 def _stat(text: str, label: str) -> int:
@@ -131,14 +126,13 @@ def remote_url(remote: Remote, path: str) -> str:
 # -- what gets synced -------------------------------------------------------------
 def sync_code(remote: Remote, layout: Layout, config: dict) -> Transfer:
     root = project_root()
-    remote.check(f"mkdir -p {rpath(layout.app)}", "creating the workspace")
     # --delete: a module deleted here must not linger there and shadow nothing / import stale code
     t = rsync(remote, ["--delete", *CODE_FILTER, f"{root}/", remote_url(remote, layout.app)], "code sync")
     train_cfg = Path(config["train"]["config"])
     if not train_cfg.is_file():
-        raise UsageError(f"train.config {train_cfg} not found: point train.config at a YAML file (e.g. configs/train.yaml)")
+        raise UsageError(f"train.config {train_cfg} not found: point train.config at a YAML file "
+                         f"(e.g. configs/train.yaml)")
     if layout.train_config(config).startswith("run-configs/"):  # a config outside the project
-        remote.check(f"mkdir -p {rpath(layout.app + '/run-configs')}", "creating run-configs")
         t += rsync(remote, [str(train_cfg), remote_url(remote, layout.app + "/run-configs")], "train config sync")
     return t
 
@@ -147,28 +141,41 @@ def local_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def check_room(remote: Remote, layout: Layout, target: str, local: Path) -> None:
-    """Refuse before sending a dataset that cannot fit (rsync would fail half-way, hours later)."""
-    out = remote.run(f"cd {rpath(layout.workspace)} && df -Pk . | awk 'NR==2{{print $4}}' && "
-                     f"(du -sk {q(target)} 2>/dev/null || echo 0) | awk '{{print $1}}'").stdout.split()
-    if len(out) < 2:
-        return
-    free_kb, present_kb = int(out[0]), int(out[1])
-    need = local_size(local) // 1024
-    if need > free_kb + present_kb:
-        raise UsageError(f"{local} needs {human(need * 1024)} but {remote.host.host} has {human(free_kb * 1024)} "
-                         f"free in {layout.workspace}: free space there or use a larger disk")
+def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> None:
+    """One round trip before any transfer: rsync is there, the folders exist, the data fits.
+
+    Checking room first matters: rsync would otherwise fail half-way through, hours later.
+    """
+    for local, _ in folders:
+        if not local.is_dir():
+            raise UsageError(f"folder {local} does not exist: fix dataset.path / dataset.cache in the deploy config")
+    targets = [layout.app, layout.app + "/run-configs"] + [t for _, t in folders]
+    present = " ".join(rpath(t) for _, t in folders) or "/dev/null"
+    r = remote.run(f"""
+command -v rsync >/dev/null 2>&1 || {{ echo rsync=missing; exit 0; }}
+mkdir -p {" ".join(rpath(t) for t in targets)} || exit 3
+echo "free_kb=$(df -Pk {rpath(layout.workspace)} | awk 'NR==2{{print $4}}')"
+echo "present_kb=$(du -sk {present} 2>/dev/null | awk '{{s+=$1}} END {{print s+0}}')"
+""")
+    facts = dict(line.partition("=")[::2] for line in r.stdout.splitlines() if "=" in line)
+    if facts.get("rsync") == "missing":
+        raise UsageError(f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync), "
+                         f"or use the project's image")
+    if not r.ok:
+        raise UsageError(f"cannot create the workspace folders on {remote.host.host}: {explain(r.stderr, r.exited)}")
+    free_kb, present_kb = int(facts.get("free_kb") or 0), int(facts.get("present_kb") or 0)
+    need_kb = sum(local_size(local) for local, _ in folders) // 1024
+    if free_kb and need_kb > free_kb + present_kb:
+        raise UsageError(f"the data needs {human(need_kb * 1024)} but {remote.host.host} has "
+                         f"{human(free_kb * 1024)} free in {layout.workspace}: free space there or use a larger disk")
 
 
-def sync_folder(remote: Remote, layout: Layout, local: Path, target: str, what: str,
-                bwlimit: int | None = None) -> Transfer:
-    if not local.is_dir():
-        raise UsageError(f"{what} folder {local} does not exist: fix dataset.path / dataset.cache in the deploy config")
-    check_room(remote, layout, target, local)
-    remote.check(f"mkdir -p {rpath(target)}", f"creating {target}")
+def sync_folder(remote: Remote, local: Path, target: str, what: str, bwlimit: int | None = None) -> Transfer:
     print(f"{what}: {local} -> {remote.host.host}:{target}")
-    # --delete: the host's dataset mirrors this one (a removed video is not trained on there)
-    return rsync(remote, ["--delete", f"{local}/", remote_url(remote, target)], f"{what} sync", bwlimit)
+    # --delete: the host's copy mirrors this one (a removed video is not trained on there)
+    t = rsync(remote, ["--delete", f"{local}/", remote_url(remote, target)], f"{what} sync", bwlimit)
+    print(f"{what}: sent {human(t.bytes_sent)} of {human(t.total_size)}")
+    return t
 
 
 def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
@@ -197,7 +204,6 @@ stamp="$(sha256sum "$app/pyproject.toml" | cut -c1-64) $extras"
 if [ "$(cat "$venv/.deploy-stamp" 2>/dev/null)" = "$stamp" ]; then echo "virtualenv up to date ($extras)"; exit 0; fi
 echo "building the virtualenv $venv with [$extras] (first time: several minutes)"
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --upgrade --progress-bar off pip
 "$venv/bin/python" -m pip install --progress-bar off "$app[$extras]"
 printf '%s\\n' "$stamp" > "$venv/.deploy-stamp"
 """
@@ -210,30 +216,34 @@ printf '%s\\n' "$stamp" > "$venv/.deploy-stamp"
 def run_sync(remote: Remote, layout: Layout, config: dict, state, bwlimit: int | None = None,
              code_only: bool = False) -> Transfer:
     require_local_rsync()
-    require_remote_rsync(remote)
+    ds = config["dataset"]
+    cache = Path(ds["cache"]) if ds["cache"] and not code_only else None
+    dataset = Path(ds["path"]) if ds["path"] and not code_only and not (ds["url"] or ds["kaggle"]) else None
+    if dataset is not None and cache is not None and not dataset.is_dir():
+        dataset = None  # only the feature cache: it is all the run needs
+    folders = [(p, target) for p, target in ((cache, layout.cache), (dataset, layout.dataset)) if p is not None]
+    prepare(remote, layout, folders)
+
     total = Transfer()
+    parts: dict[str, int] = {}
     t = sync_code(remote, layout, config)
     print(f"code: sent {human(t.bytes_sent)}")
     total += t
-    parts = {"code": t.bytes_sent}
-    ds = config["dataset"]
+    parts["code"] = t.bytes_sent
+    if cache is not None:
+        t = sync_folder(remote, cache, layout.cache, "feature cache", bwlimit)
+        total += t
+        parts["cache"] = t.bytes_sent
+    if dataset is not None:
+        t = sync_folder(remote, dataset, layout.dataset, "dataset", bwlimit)
+        total += t
+        parts["dataset"] = t.bytes_sent
     source = None
     if not code_only:
-        cache = Path(ds["cache"]) if ds["cache"] else None
-        dataset = Path(ds["path"]) if ds["path"] else None
-        if cache is not None:
-            t = sync_folder(remote, layout, cache, layout.cache, "feature cache", bwlimit)
-            print(f"feature cache: sent {human(t.bytes_sent)} of {human(t.total_size)}")
-            total += t
-            parts["cache"] = t.bytes_sent
         if ds["url"] or ds["kaggle"]:
             download_remotely(remote, layout, config)
             source = "download"
-        elif dataset is not None and (dataset.is_dir() or cache is None):
-            t = sync_folder(remote, layout, dataset, layout.dataset, "dataset", bwlimit)
-            print(f"dataset: sent {human(t.bytes_sent)} of {human(t.total_size)}")
-            total += t
-            parts["dataset"] = t.bytes_sent
+        elif dataset is not None:
             source = "local"
         elif cache is not None:
             print("no local dataset: the run trains from the synced feature cache (extract is skipped)")

@@ -246,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         log("no CONTAINER_API_KEY in this container: cannot stop the instance by itself; exiting "
             "(the cost guards are inactive: `python -m deploy down` when done)")
         return 2
+    try:
+        import vastai  # noqa: F401  (checked now: a missing SDK must not surface only when it is time to stop)
+    except ImportError:
+        log("the vastai SDK is not installed in this image (pip install vastai): cannot stop the instance; "
+            "exiting (the cost guards are inactive: `python -m deploy down` when done)")
+        return 2
     instance_id = int(container_id or cfg["instance_id"])
     poll = args.poll_seconds or float(cfg.get("poll_seconds") or 30)
     dog = Watchdog(cfg, home)

@@ -33,6 +33,8 @@ def trainer_steps(config: bool, train_args: list[str]) -> list[list[str]]:
     t = ["python3", "-m", "trainer"]
     cfg = ["--config", "/workspace/config.yaml"] if config else []
     return [
+        # Which copy of the code runs: this checkout's (mounted), never silently the image's.
+        ["python3", "-c", "import trainer; print('trainer code:', trainer.__file__)"],
         t + ["extract", "--dataset-path", "/workspace/dataset", "--cache-dir", "/workspace/cache", *cfg],
         t + ["train", "--cache-dir", "/workspace/cache", "--output-dir", "/workspace/output", *cfg, *train_args],
     ]

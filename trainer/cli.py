@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output-dir", help="where metrics.json and plots/ go (default: the model's folder)")
     s.set_defaults(module="trainer.evaluate")
 
-    s = sub.add_parser("predict", help="classify video files, one JSON line each")
+    s = sub.add_parser("predict", help="classify video files, one JSON line each (exit 2 if any could not be read)")
     s.add_argument("files", nargs="+")
     s.add_argument("--model", required=True)
     s.add_argument("--weights", help="backbone weights (default: as recorded with the model)")

@@ -23,10 +23,8 @@ def compute_metrics(y_true: np.ndarray, p_violent: np.ndarray, threshold: float 
     y_pred = (p_violent >= threshold).astype(int)
     labels = list(range(len(CLASSES)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    try:
-        auc = float(roc_auc_score(y_true, p_violent))
-    except ValueError:  # one class only in the test split: AUC is undefined
-        auc = None
+    # one class only in the test split: AUC is undefined (sklearn would warn and give nan)
+    auc = float(roc_auc_score(y_true, p_violent)) if len(np.unique(y_true)) > 1 else None
     return {
         "samples": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),

@@ -113,6 +113,9 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             print(f"resume: {state['checkpoint']} (epoch {initial_epoch}/{epochs}, "
                   f"optimizer step {int(model.optimizer.iterations.numpy())})")
             jit_reason = f"{'on' if model.jit_compile else 'off'} (as the run started)"
+            if tuple(model.input_shape[1:]) != (frames, dim):
+                raise UsageError(f"resume: the checkpoint expects {tuple(model.input_shape[1:])} features but the "
+                                 f"cache holds {(frames, dim)}; resume with the cache the run started on")
         else:
             model = build_model(frames, dim, cfg["model"])
             lr = schedule.warmup_cosine(steps, epochs, tc["warmup_epochs"], tc["learning_rate"], tc["min_learning_rate"])
@@ -189,8 +192,8 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
                 tensorboard.on_train_end()
             stop.restore_handlers()
             done = (cb.read_state(out) or {}).get("epoch", 0)
-            print(f"stopped by {exc} during epoch {done + 1}; epochs 1..{done} are saved in {out}. "
-                  f"Continue with the same command and --resume")
+            saved = f"epochs 1..{done} are saved in {out}" if done else "no epoch had completed yet"
+            print(f"stopped by {exc} during epoch {done + 1}; {saved}. Continue with the same command and --resume")
             return EXIT_SIGTERM
         if early.stopped_epoch:
             print(f"early stopping after epoch {early.stopped_epoch + 1}: {early.monitor} did not improve "

@@ -36,6 +36,9 @@ class Provider(ABC):
     """One per `provider:` value in configs/deploy.yaml; constructed with the whole config and the state."""
 
     name: str = ""
+    # True where a fresh machine may answer SSH before its authorized_keys is in place
+    # (Vast.ai installs the key after boot): connection attempts then retry a refused key too.
+    retry_auth: bool = False
 
     def __init__(self, config: dict, state):
         self.config = config

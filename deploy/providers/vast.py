@@ -269,12 +269,13 @@ class VastProvider(Provider):
 
         ws = self.config.get("remote", {}).get("workspace", "/workspace")
         wd = q(f"{ws.rstrip('/')}/{WATCHDOG_DIR}")
-        return ("env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=' >> /etc/environment; "
+        return ("sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
+                "env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=' >> /etc/environment; "
                 f"if [ -f {wd}/watchdog.py ]; then "
                 f"nohup python3 {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
     def _create_kwargs(self) -> dict:
-        if not self.s.image:
+        if not self.s.image or "REGISTRY/IMAGE" in self.s.image:
             raise UsageError("vast.image is not set: build and push the image (make image push) and put "
                              "REGISTRY/IMAGE:TAG in the deploy config")
         env = {str(k): str(v) for k, v in self.s.env.items()}
@@ -390,7 +391,8 @@ class VastProvider(Provider):
                 raise NotReady(f"instance {iid} disappeared while starting")
             status, msg = row.get("actual_status"), (row.get("status_msg") or "").strip()
             if (status, msg) != last:
-                print(f"instance {iid}: {status or 'scheduling'}" + (f" - {msg}" if msg else ""), file=sys.stderr)
+                print(f"instance {iid} [{time.monotonic() - start:4.0f}s]: {status or 'scheduling'}"
+                      + (f" - {msg}" if msg else ""), file=sys.stderr)
                 last = (status, msg)
             if status in FAILED_STATUSES and not _outbid(row):
                 raise NotReady(f"instance {iid} is {status}" + (f": {msg}" if msg else ""))
@@ -434,6 +436,11 @@ class VastProvider(Provider):
             price = vast_offers.price_per_hour(offer, self.s)
             print(f"renting offer {offer['id']}: {offer.get('num_gpus')}x {offer.get('gpu_name')} at "
                   f"{cost.fmt_usd(price)}/h ({self.label})", file=sys.stderr)
+            allowed = cost.hours_allowed(price, self.s.max_hours, self.s.budget_usd)
+            if allowed is not None and allowed < self.s.expected_hours:
+                print(f"warning: the cost guards allow {allowed:.1f} h at this price, less than expected_hours "
+                      f"{self.s.expected_hours:g}: the watchdog will stop the instance before a full run "
+                      f"(raise vast.budget_usd / vast.max_hours, or train with --resume afterwards)", file=sys.stderr)
             iid = self._create(offer)
             if iid is None:
                 print(f"offer {offer['id']} was taken by someone else meanwhile; trying the next one", file=sys.stderr)
@@ -588,6 +595,7 @@ class VastProvider(Provider):
         elif row.get("intended_status") == "stopped":
             status = "stopped (disk kept, GPU not billed)"
         return {
+            "reachable": row.get("actual_status") == "running" and row.get("intended_status") != "stopped",
             "provider": "vast",
             "instance": iid,
             "label": self.label,
@@ -672,9 +680,19 @@ class VastProvider(Provider):
                 if code != 0:
                     raise UsageError(f"installing the watchdog on {host.host} failed: "
                                      f"{b''.join(out).decode(errors='replace').strip() or 'connection lost'}")
-            r.check(f"cd {rpath(wd)} && {{ [ -f watchdog.pid ] && kill $(cat watchdog.pid) 2>/dev/null; true; }} && "
-                    f"nohup setsid {q(py)} watchdog.py --config config.json >> watchdog.log 2>&1 < /dev/null & "
-                    f"sleep 0.2; true", "starting the watchdog")
+            # Start it, then wait (up to 15 s) for its first word: a watchdog that cannot work
+            # (no instance key, no vastai in the image) must be reported now, not discovered on the bill.
+            said = r.check(
+                f"cd {rpath(wd)} && {{ [ -f watchdog.pid ] && kill $(cat watchdog.pid) 2>/dev/null; true; }} && "
+                f"size=$(wc -c < watchdog.log 2>/dev/null || echo 0) && "
+                f"{{ nohup setsid {q(py)} watchdog.py --config config.json >> watchdog.log 2>&1 < /dev/null & }}; "
+                f"i=0; while [ $i -lt 150 ]; do new=$(tail -c +$((size + 1)) watchdog.log 2>/dev/null); "
+                f"case \"$new\" in *'watching instance'*) echo OK; exit 0;; *exiting*) printf '%s\\n' \"$new\" | tail -n 1; "
+                f"exit 0;; esac; sleep 0.1; i=$((i + 1)); done; echo 'no word from the watchdog after 15 s'",
+                "starting the watchdog").strip()
+        if said != "OK":
+            print(f"warning: the cost watchdog is not running on the instance ({said.split('watchdog: ', 1)[-1]}); "
+                  f"see {wd}/watchdog.log there", file=sys.stderr)
 
     def _touch_activity(self) -> None:
         """Tell the watchdog someone is using the instance (sync/fetch): its idle clock restarts."""

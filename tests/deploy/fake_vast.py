@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-LIVE_STATUSES = {None, "created", "loading", "running", "exited", "offline", "stopped"}
 
 # Offer fields the SDK's `offers_fields` knows, with plausible values for a 2 x RTX 5000 Ada box.
 OFFER_DEFAULTS = {
@@ -215,7 +214,7 @@ class FakeVast:
         Handler.fake = fake
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:

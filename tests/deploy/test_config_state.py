@@ -83,3 +83,11 @@ def test_state_round_trip_and_results_fetched(tmp_path):
     assert again.data["vast"] == {"instance_id": 7}
     assert not list((tmp_path / ".deploy").glob("*.tmp"))  # atomic writes leave no temporaries
     json.loads((tmp_path / ".deploy" / "state.json").read_text())
+
+
+def test_disk_full_is_explained():
+    from deploy.remote import explain
+
+    msg = explain("rsync: write failed on \"/ws/dataset/x.mp4\": No space left on device (28)\n", 11)
+    assert "disk is full" in msg and "larger disk" in msg
+    assert explain("", 3) == "no output (exit code 3)"

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
+
+import pytest
 
 
 def digest(path) -> str:
@@ -44,8 +49,36 @@ def test_failed_run_is_reported_with_last_lines_and_exit_code(project, fake_trai
     assert status["run"] == run and status["state"] == "failed" and status["exit_code"] == 3
     assert status["epochs_done"] == 4 and status["best_val_accuracy"] == 0.4
     assert "[deploy]" in status["log_tail"][-1] and "exit code 3" in status["log_tail"][-1]
+    table = project.run("status")
+    assert table.returncode == 0 and "failed (exit code 3)" in table.stdout
+    assert "best val_accuracy" in table.stdout and "0.4000 after 4 epoch(s)" in table.stdout
 
 
+def test_killed_run_is_reported_as_stopped_and_can_be_resumed(project, fake_trainer):
+    fake_trainer.behave(lines=100, delay=0.1, code=0, resume_code=0)
+    run = deployed(project)
+    pid = int((project.remote_run_dir(run) / "pid").read_text())
+    os.killpg(pid, signal.SIGKILL)  # the whole job dies at once: no exit status is written
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the job to die")
+    r = project.run("logs", "-f")
+    assert r.returncode == 2 and "stopped without an exit status" in r.stderr
+    assert json.loads(project.run("status", "--json").stdout)["state"] == "stopped"
+    fake_trainer.behave(lines=2, delay=0.0, code=0, resume_code=0)
+    assert project.run("start", "--resume").returncode == 0
+    assert project.run("logs", "-f").returncode == 0
+
+
+def test_interpreter_without_the_trainers_packages_is_refused(project, fake_trainer, tmp_path):
+    bare = tmp_path / "bare python"
+    bare.write_text("#!/bin/sh\nexec /usr/bin/env python3 -I \"$@\"\n")
+    bare.chmod(0o755)
+    deployed(project, start=False)
+    project.write_config(remote={"python": str(bare)})
+    r = project.run("start")
+    assert r.returncode == 2 and "lacks tensorflow" in r.stderr and "auto-venv" in r.stderr
+
+
+@pytest.mark.slow
 def test_second_start_refused_while_running_and_resume_continues(project, fake_trainer):
     fake_trainer.behave(lines=40, delay=0.1, code=1, resume_code=0)
     run = deployed(project)
@@ -63,6 +96,7 @@ def test_second_start_refused_while_running_and_resume_continues(project, fake_t
     assert "--resume" in (project.remote_run_dir(run) / "run.sh").read_text()
 
 
+@pytest.mark.slow
 def test_ssh_dropped_during_follow_the_run_goes_on_and_logs_pick_up(project, fake_trainer):
     fake_trainer.behave(lines=60, delay=0.1, code=0)
     run = deployed(project)
@@ -85,8 +119,6 @@ def test_ssh_dropped_during_follow_the_run_goes_on_and_logs_pick_up(project, fak
 
 
 def test_ctrl_c_stops_only_the_viewing(project, fake_trainer):
-    import signal
-
     fake_trainer.behave(lines=30, delay=0.1, code=0)
     run = deployed(project)
     proc = project.popen("logs", "-f")
@@ -99,6 +131,7 @@ def test_ctrl_c_stops_only_the_viewing(project, fake_trainer):
     assert (project.remote_run_dir(run) / "exit_status").read_text().strip() == "0"
 
 
+@pytest.mark.slow
 def test_fetch_mid_run_then_final_verified_and_down(project, fake_trainer):
     fake_trainer.behave(lines=25, delay=0.2, code=0)
     run = deployed(project)
@@ -127,7 +160,6 @@ def test_fetch_mid_run_then_final_verified_and_down(project, fake_trainer):
     data = bytearray(model.read_bytes())
     data[1000] ^= 0xFF
     model.write_bytes(bytes(data))
-    import os
     os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
     again = project.run("fetch")
     assert again.returncode == 0, again.stderr
@@ -162,3 +194,31 @@ def test_unchanged_dataset_skips_extract_on_the_next_run(project, fake_trainer):
     assert run2 != run1 and project.run("logs", "-f").returncode == 0
     log2 = (project.remote_run_dir(run2) / "train.log").read_text()
     assert "extract skipped" in log2 and "fake extract" not in log2, log2
+
+
+def test_run_does_everything_and_down_on_request(project, fake_trainer):
+    fake_trainer.behave(lines=5, delay=0.05, code=0)
+    r = project.run("run", "--down")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "line 5 of 5" in r.stdout and "fetched run" in r.stdout and "forgot" in r.stdout
+    run = next(iter(project.state()["runs"]))
+    assert (project.cwd / "runs" / run / "metrics.json").is_file()
+    assert project.state()["runs"][run]["final_fetch"] is True
+
+
+def test_run_with_a_failing_job_fetches_its_log_and_exits_2(project, fake_trainer):
+    fake_trainer.behave(lines=2, delay=0.0, code=5)
+    r = project.run("run")
+    assert r.returncode == 2
+    assert "failed with exit code 5" in r.stderr.strip().splitlines()[-1]
+    run = project.state()["current_run"]
+    assert "fake failure: exit 5" in (project.cwd / "runs" / run / "train.log").read_text()
+    assert "host" in project.state()  # a failed run never releases the host
+
+
+def test_ssh_opens_a_shell_in_the_workspace(project):
+    assert project.run("up").returncode == 0
+    r = subprocess.run(project.argv("ssh"), cwd=project.cwd, env=project.env(), input="pwd -P\nexit\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert str(project.workspace) in r.stdout

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-
-import pytest
+import time
 
 
 def _ssh(server, known_hosts, *cmd, timeout=15):
@@ -47,7 +46,6 @@ def test_drop_connections_cuts_an_open_session(sshd, tmp_path):
          f"{sshd.user}@{sshd.host}", "sleep", "60"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    import time
     deadline = time.monotonic() + 10
     while not sshd.session_pids() and time.monotonic() < deadline:
         time.sleep(0.1)

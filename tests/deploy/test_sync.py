@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import signal
+import subprocess
 import tarfile
 import threading
 import time
@@ -56,6 +57,7 @@ def test_second_sync_of_unchanged_dataset_sends_almost_nothing(project):
     assert not (ws / "dataset" / "Violence" / gone.name).exists()
 
 
+@pytest.mark.slow
 def test_interrupted_sync_resumes_from_the_partial_file(project):
     big = project.cwd / "dataset" / "Violence" / "big.mp4"
     big.parent.mkdir(parents=True)
@@ -199,3 +201,75 @@ def test_host_downloads_a_kaggle_dataset(project, archive_server, tmp_path):
     assert_secret_nowhere(project, tmp_path, KAGGLE_KEY, r.stdout, r.stderr)
     no_creds = project.run("sync", env={"HOME": str(tmp_path), "KAGGLE_USERNAME": "", "KAGGLE_KEY": ""})
     assert no_creds.returncode == 2 and "KAGGLE_USERNAME" in no_creds.stderr
+
+
+# A pyproject whose build backend lives in the tree and whose extras pull nothing: pip
+# builds and installs it without any index, so auto-venv is exercised offline.
+TINY_PYPROJECT = """
+[build-system]
+requires = []
+build-backend = "tiny_backend"
+backend-path = ["."]
+
+[project]
+name = "tiny-app"
+version = "0.1"
+
+[project.optional-dependencies]
+train = []
+cpu = []
+gpu = []
+"""
+
+TINY_BACKEND = '''
+import base64, hashlib, zipfile
+
+def _record(name, data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "tiny_app-0.1-py3-none-any.whl"
+    files = {"tiny_app_marker.py": b"BUILT = True\\n",
+             "tiny_app-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\\nName: tiny-app\\nVersion: 0.1\\n"
+                                                b"Provides-Extra: train\\nProvides-Extra: cpu\\nProvides-Extra: gpu\\n",
+             "tiny_app-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\\nGenerator: tiny\\nRoot-Is-Purelib: true\\n"
+                                             b"Tag: py3-none-any\\n"}
+    record = [_record(k, v) for k, v in files.items()] + ["tiny_app-0.1.dist-info/RECORD,,"]
+    with zipfile.ZipFile(f"{wheel_directory}/{name}", "w") as zf:
+        for k, v in files.items():
+            zf.writestr(k, v)
+        zf.writestr("tiny_app-0.1.dist-info/RECORD", "\\n".join(record) + "\\n")
+    return name
+'''
+
+
+@pytest.mark.slow
+def test_auto_venv_builds_a_virtualenv_from_pyproject_once(project):
+    from deploy.layout import Layout
+    from deploy.providers.base import Host
+    from deploy.remote import Remote
+    from deploy.sync import ensure_venv
+
+    project.write_config(remote={"python": "auto-venv"})
+    assert project.run("up").returncode == 0
+    layout = Layout(project.state()["workspace"])
+    app = project.workspace / "app"
+    app.mkdir(parents=True)
+    (app / "pyproject.toml").write_text(TINY_PYPROJECT)
+    (app / "tiny_backend.py").write_text(TINY_BACKEND)
+    remote = Remote(Host(**project.state()["host"]), project.cwd / ".deploy" / "known_hosts").connect()
+    try:
+        ensure_venv(remote, layout)
+        venv_python = project.workspace / "venv" / "bin" / "python"
+        assert layout.python(project.config) == str(venv_python)
+        r = subprocess.run([str(venv_python), "-c", "import tiny_app_marker; print(tiny_app_marker.BUILT)"],
+                           capture_output=True, text=True)
+        assert r.stdout.strip() == "True", r.stderr
+        stamp = (project.workspace / "venv" / ".deploy-stamp").read_text()
+        assert stamp.split()[1] in ("train,cpu", "train,gpu")
+        mtime = (project.workspace / "venv" / ".deploy-stamp").stat().st_mtime
+        ensure_venv(remote, layout)  # unchanged pyproject: nothing rebuilt
+        assert (project.workspace / "venv" / ".deploy-stamp").stat().st_mtime == mtime
+    finally:
+        remote.close()

@@ -176,6 +176,12 @@ def test_docker_smoke_builds_the_cpu_image_and_trains_in_it(engine):
     assert image.attrs["Config"]["WorkingDir"] == "/workspace"
     # Nothing of the CA secret stays: no certificate-related variables in the image's environment.
     assert not [e for e in image.attrs["Config"]["Env"] if re.match(r"(PIP_CERT|SSL_CERT_FILE|REQUESTS_CA_BUNDLE)=", e)]
+    # The SSH server Vast.ai's SSH mode uses starts, with host keys of its own (the image has none).
+    check = ("ls /etc/ssh/ssh_host_* >/dev/null 2>&1 && exit 9; "  # no key baked into the image
+             "service ssh start >/dev/null && test -s /etc/ssh/ssh_host_ed25519_key && pgrep -x sshd >/dev/null "
+             "&& command -v rsync tmux ssh >/dev/null && echo sshd-ok")
+    out = engine.containers.run(image.id, ["sh", "-c", check], user="root", network_mode="none", remove=True)
+    assert out.decode().strip() == "sshd-ok"
 
 
 @pytest.mark.slow
@@ -207,3 +213,23 @@ def test_a_trainer_change_rebuilds_only_the_last_layer(engine, tmp_path):
             engine.images.remove(changed, force=True)  # under vfs every image layer is a full copy
         except Exception:
             pass
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_local_run_trains_on_a_mounted_dataset_with_the_checkouts_code(engine, tmp_path):
+    """`make local-run`: host dataset read-only, cache and output on the host, this checkout's trainer/."""
+    dataset, cache, output = tmp_path / "videos", tmp_path / "cache", tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "trainer", "synth", "--out", str(dataset), "--videos", "20",
+                    "--seed", "1", "--frames", "24", "--size", "64"], check=True, capture_output=True, cwd=REPO)
+    image_build.build("cpu", image_build.DEFAULT_TAGS["cpu"], os.environ.get("BASE_IMAGE"), progress="plain")
+    out = subprocess.run([sys.executable, str(DOCKER_DIR / "local_run.py"), "--dataset", str(dataset),
+                          "--cache-dir", str(cache), "--output-dir", str(output), "--gpus", "none",
+                          "--config", str(REPO / "configs" / "demo.yaml"), "--", "--epochs", "1"],
+                         capture_output=True, text=True, timeout=1100, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "trainer code: /workspace/app/trainer/__init__.py" in out.stdout  # the checkout's, not the image's
+    assert (output / "best_model.keras").stat().st_size > 0
+    assert (output / "metrics.json").is_file()  # train ends with the test-split evaluation
+    assert json.loads((cache / "meta.json").read_text())  # features stayed on the host
+    assert all(p.stat().st_uid == os.getuid() for p in [*output.rglob("*"), *cache.rglob("*")])

@@ -119,6 +119,11 @@ def test_extract_codecs_broken_files_summary_and_second_run(tmp_path, capsys, mi
     assert "class balance" in err
     assert "extract:" not in err  # --quiet: no progress bar
 
+    assert main(["info", "--cache-dir", str(cache_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["videos"] == n_good and {f["path"] for f in info["failed"]} == set(BROKEN)
+    assert sum(info["splits"][s]["violent"] for s in ("train", "val", "test")) == 4
+
     # Second run: nothing extracted, nothing appended, no file rewritten.
     lines_before = (cache_dir / "index.jsonl").read_text()
     mtimes = {p: p.stat().st_mtime_ns for p in (cache_dir / "features").iterdir()}
@@ -349,3 +354,12 @@ def test_vgg19_random_init_features_match_predict_path(tmp_path):
         assert np.isfinite(got).all() and got.std() > 0
         frames = sample_frames(ds / rec["path"], 4, 224).frames
         np.testing.assert_allclose(got, backbone.features(frames), rtol=2e-2, atol=2e-3)
+
+
+def test_a_torn_index_line_does_not_swallow_the_next_record(tmp_path):
+    cache = FeatureCache(tmp_path)
+    cache.append([{"path": "a.mp4", "status": "ok", "fingerprint": "f", "key": "k1"}])
+    with open(cache.index_path, "a") as fh:  # what a SIGKILL in the middle of a write leaves
+        fh.write('{"path": "b.mp4", "sta')
+    cache.append([{"path": "c.mp4", "status": "failed", "fingerprint": "f", "key": "k3", "reason": "r"}])
+    assert [r["path"] for r in cache.history()] == ["a.mp4", "c.mp4"]

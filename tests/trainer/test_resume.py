@@ -15,12 +15,12 @@ import pytest
 from tests.trainer.tiny_cache import make_cache
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 6
+EPOCHS = 5
 TRAIN, BATCH = 1200, 16
 STEPS = TRAIN // BATCH  # 75
 
 CONFIG = """
-model: {lstm_units: 8, dense_units: [16, 8, 8], dropout: 0.1}
+model: {lstm_units: 8, lstm_layers: 1, dense_units: [16, 8, 8], dropout: 0.1}
 train: {batch_size: 16, warmup_epochs: 2, mixed_precision: false, xla: false, learning_rate: 3.0e-3}
 callbacks: {tensorboard: false, keep_last_checkpoints: 0}
 """
@@ -83,23 +83,23 @@ def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
     killed_at = _state(out)["epoch"]
     assert killed_at == 2, "the kill was meant to land inside epoch 3"
 
-    # 2. resume, then SIGTERM in the middle of epoch 5: a clean, resumable stop
+    # 2. resume, then SIGTERM in the middle of epoch 4: a clean, resumable stop
     proc = _start(cache, out, cfg, "--resume")
-    _wait_mid_epoch(proc, out, after_epoch=4)
+    _wait_mid_epoch(proc, out, after_epoch=3)
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, log
-    assert "stopped by SIGTERM during epoch 5; epochs 1..4 are saved" in log
+    assert "stopped by SIGTERM during epoch 4; epochs 1..3 are saved" in log
     assert f"resume: checkpoint_epoch_002.keras (epoch 2/{EPOCHS}, optimizer step {2 * STEPS})" in log
-    assert _state(out)["epoch"] == 4
-    assert [int(r["epoch"]) for r in _history(out)] == [0, 1, 2, 3]
+    assert _state(out)["epoch"] == 3
+    assert [int(r["epoch"]) for r in _history(out)] == [0, 1, 2]
 
     # 3. resume to the end
     proc = _start(cache, out, cfg, "--resume")
     log, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, log
-    assert f"optimizer step {4 * STEPS}" in log
-    assert f"epoch   6/{EPOCHS}" in log
+    assert f"optimizer step {3 * STEPS}" in log
+    assert f"epoch   5/{EPOCHS}" in log
 
     rows = _history(out)
     assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS)), "every epoch exactly once"
@@ -108,7 +108,7 @@ def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
     expected = [float(keras.ops.convert_to_numpy(ref((e + 1) * STEPS))) for e in range(EPOCHS)]
     np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], expected, rtol=1e-4)
     # optimizer step counts continue: each checkpoint holds exactly its epochs' steps
-    for epoch in (2, 3, 6):
+    for epoch in (2, 3, 5):
         model = keras.models.load_model(out / f"checkpoint_epoch_{epoch:03d}.keras")
         assert int(model.optimizer.iterations.numpy()) == epoch * STEPS
     assert _state(out)["epoch"] == EPOCHS

@@ -1,0 +1,128 @@
+"""Training throughput: this trainer's pipeline vs a plain reference of the seed's, same run.
+
+Both train the same model (the seed's architecture, built by trainer.model) with the
+same compile settings on random float16 features of the real shape (N x 20 x 4096):
+
+- reference (the seed's pipeline): NumPy -> tf.data.Dataset.from_tensor_slices ->
+  shuffle(10000) -> batch(64) -> prefetch, as the seed report describes it;
+- trainer: trainer.data.make_dataset (index shuffle over the whole data set, gathered
+  float16 batches, prefetch) with the "balanced" class weights fit really receives.
+
+Each pipeline runs 1 untimed epoch (tracing) and then --epochs timed epochs; the script
+prints samples/s of each (median epoch) and the ratio. On a GPU it also prints the epoch
+time for the seed's 10,778 training samples (measured when --samples is 10778, the GPU
+default; otherwise extrapolated from the measured rate, and labelled so).
+
+    python bench/train_throughput.py                 # CPU: 512 samples, 2 timed epochs
+    python bench/train_throughput.py --samples 10778 # GPU: the real epoch
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+SEED_TRAIN_SAMPLES = 10_778
+
+
+class EpochTimer:
+    def __init__(self):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def on_epoch_begin(cb, epoch, logs=None):
+                cb.t0 = time.perf_counter()
+
+            def on_epoch_end(cb, epoch, logs=None):
+                self.times.append(time.perf_counter() - cb.t0)
+
+        self.times: list[float] = []
+        self.callback = _Timer()
+
+
+def build(units: int, steps_per_epoch: int, epochs: int):
+    import keras
+
+    from trainer import schedule
+    from trainer.model import build_model
+
+    model = build_model(20, 4096, {"lstm_units": units, "lstm_layers": 3, "dropout": 0.5,
+                                   "dense_units": [256, 128, 64]})
+    lr = schedule.warmup_cosine(steps_per_epoch, epochs, 1, 1e-3, 1e-7)
+    model.compile(optimizer=keras.optimizers.Adam(lr, global_clipnorm=1.0),
+                  loss=keras.losses.CategoricalFocalCrossentropy(alpha=0.25, gamma=2.0, label_smoothing=0.1),
+                  metrics=["accuracy"])
+    return model
+
+
+def time_fit(model, dataset, epochs: int, class_weight=None) -> list[float]:
+    timer = EpochTimer()
+    model.fit(dataset, epochs=1 + epochs, verbose=0, shuffle=False, callbacks=[timer.callback],
+              class_weight=class_weight)
+    return timer.times[1:]  # the first epoch traces the graph
+
+
+def main() -> int:
+    import tensorflow as tf
+
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=SEED_TRAIN_SAMPLES if on_gpu else 512)
+    p.add_argument("--epochs", type=int, default=3 if on_gpu else 2, help="timed epochs per pipeline")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--units", type=int, default=128, help="LSTM units (the seed: 128)")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=True,
+                   help="as the trainer: only takes effect on a GPU")
+    args = p.parse_args()
+
+    from trainer import data, runtime
+
+    rt = runtime.setup(gpus_wanted=1 if on_gpu else 0, mixed_precision=args.mixed_precision)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.samples, 20, 4096), dtype=np.float32).astype(np.float16)
+    y = rng.integers(0, 2, args.samples)
+    steps = data.steps_per_epoch(args.samples, args.batch_size)
+    print(f"device: {runtime.describe(rt)}; mixed precision {rt.mixed_precision_reason}")
+    print(f"data: {args.samples} x 20 x 4096 float16 ({x.nbytes / 2**20:.0f} MiB), batch {args.batch_size}, "
+          f"{steps} steps/epoch, model BiLSTM({args.units}) x 3; 1 warm-up + {args.epochs} timed epochs each")
+
+    results = {}
+    with rt.strategy.scope():
+        # reference: the seed's pipeline as its report describes it
+        ref_ds = (tf.data.Dataset.from_tensor_slices((x, data.one_hot(y)))
+                  .shuffle(10_000).batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
+        results["reference (seed pipeline)"] = time_fit(build(args.units, steps, 1 + args.epochs), ref_ds, args.epochs)
+        del ref_ds
+        ours_ds = data.make_dataset(x, y, args.batch_size, shuffle=True)
+        results["trainer (this pipeline)"] = time_fit(build(args.units, steps, 1 + args.epochs), ours_ds, args.epochs,
+                                                      class_weight=data.balanced_class_weights(y))
+
+    rates = {}
+    for name, times in results.items():
+        med = statistics.median(times)
+        rates[name] = args.samples / med
+        print(f"{name:<28} {rates[name]:10,.0f} samples/s   epoch {med:7.2f} s   "
+              f"(epochs: {', '.join(f'{t:.2f}' for t in times)} s)")
+    ref, ours = rates["reference (seed pipeline)"], rates["trainer (this pipeline)"]
+    print(f"ratio trainer / reference: {ours / ref:.2f}x")
+    if on_gpu:
+        if args.samples == SEED_TRAIN_SAMPLES:
+            print(f"epoch of {SEED_TRAIN_SAMPLES:,} samples on this GPU: "
+                  f"{statistics.median(results['trainer (this pipeline)']):.2f} s (measured)")
+        else:
+            print(f"epoch of {SEED_TRAIN_SAMPLES:,} samples on this GPU: {SEED_TRAIN_SAMPLES / ours:.2f} s "
+                  f"(extrapolated from {args.samples} samples)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
