@@ -126,7 +126,7 @@ def remote_url(remote: Remote, path: str) -> str:
 # -- what gets synced -------------------------------------------------------------
 def sync_code(remote: Remote, layout: Layout, config: dict) -> Transfer:
     root = project_root()
-    # --delete: a module deleted here must not linger there and shadow nothing / import stale code
+    # --delete: a module deleted here must not linger there as stale, still-importable code
     t = rsync(remote, ["--delete", *CODE_FILTER, f"{root}/", remote_url(remote, layout.app)], "code sync")
     train_cfg = Path(config["train"]["config"])
     if not train_cfg.is_file():

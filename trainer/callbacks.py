@@ -58,7 +58,8 @@ class EpochProgress(keras.callbacks.Callback):
         logs = logs or {}
         took = time.perf_counter() - self.t0
         self.times.append(took)
-        recent = self.times[-5:]  # the first epoch includes tracing; let it fade out
+        # the first epoch of a process includes graph tracing: leave it out once others exist
+        recent = (self.times[1:] if len(self.times) > 1 else self.times)[-5:]
         eta = (sum(recent) / len(recent)) * (self.epochs - epoch - 1)
         order = ["loss", "accuracy", "val_loss", "val_accuracy"]
         metrics = "  ".join(f"{k} {logs[k]:.4f}" for k in order if k in logs)

@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -219,6 +219,10 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
     cache = FeatureCache(cache_dir)
     lock = lock_cache(cache)
     try:
+        # Temporary files of a run killed mid-write (atomic writes never leave a partial
+        # .npy, but the .tmp stays); safe to delete: the lock says nobody is writing.
+        for tmp in cache.features_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
         _write_meta(cache, settings, log)
         recorded = cache.read_splits()
         splits = assign_splits(videos, recorded, data["split"], data["split"]["seed"])
@@ -280,36 +284,24 @@ def _identify(videos: list[Video], cache: FeatureCache, data: dict,
         else:
             to_hash.append((v, st))
     if to_hash:
-        workers = min(_workers(data), len(to_hash))
+        # Threads, not processes: hashlib releases the GIL on large reads, so threads hash
+        # in parallel without the start-up cost of spawning interpreters.
         bar = tqdm(total=len(to_hash), desc="hashing", unit="video", disable=not progress, leave=False)
-        if workers == 1 or len(to_hash) < 8:  # not worth starting processes
-            results: Iterable = (((v,), hash_file(str(v.path))) for v, _ in to_hash)
-            pool = None
-        else:
-            pool = DecoderPool(workers)
-            results = pool.map_unordered(_hash_item, ((v,) for v, _ in to_hash), window=4 * workers)
-        stat_of = {v.rel: st for v, st in to_hash}
+        pool = ThreadPoolExecutor(max_workers=min(_workers(data), len(to_hash)))
         try:
-            for (v,), sha in results:
-                st = stat_of[v.rel]
-                if isinstance(sha, (Crashed, OSError)):
+            for (v, st), sha in zip(to_hash, pool.map(lambda item: hash_file(str(item[0].path)), to_hash)):
+                if isinstance(sha, OSError):
                     shas[v.rel] = f"unreadable:{st.st_size}:{st.st_mtime_ns}"
-                    unreadable[v.rel] = ("cannot read file: " + sha.strerror if isinstance(sha, OSError)
-                                         else Crashed.reason)
+                    unreadable[v.rel] = f"cannot read file: {sha.strerror}"
                 else:
                     shas[v.rel] = sha
                     stats.put(v.rel, st, sha)
                 bar.update()
         finally:
             bar.close()
-            if pool:
-                pool.close()
+            pool.shutdown(wait=False, cancel_futures=True)
             stats.save()  # also after Ctrl-C: what was hashed need not be hashed again
     return shas, unreadable
-
-
-def _hash_item(v: Video) -> str:
-    return hash_file(str(v.path))
 
 
 def _plan(videos, shas, unreadable, splits, cache: FeatureCache, fp: str):
@@ -371,7 +363,7 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
 
     fp = settings["fingerprint"]
     n_frames, size = settings["frames"], settings["image_size"]
-    backbone = load_backbone(settings, cache_dir=cache.root, batch_size=data["extract_batch_size"])
+    backbone = None  # loaded at the first batch: workers decode meanwhile (TensorFlow takes seconds)
     workers = min(_workers(data), len(work))
     pool = DecoderPool(workers)
     # Enough decoded videos queued to fill a couple of backbone batches, and no more.
@@ -380,8 +372,11 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
     bar = tqdm(total=len(work), desc="extract", unit="video", disable=not progress, dynamic_ncols=True)
 
     def flush() -> None:
+        nonlocal backbone
         if not batch:
             return
+        if backbone is None:
+            backbone = load_backbone(settings, cache_dir=cache.root, batch_size=data["extract_batch_size"])
         feats = backbone.features(np.concatenate([r["frames"] for _, r in batch]))
         feats = feats.reshape(len(batch), n_frames, -1)
         records = []

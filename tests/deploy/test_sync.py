@@ -273,3 +273,23 @@ def test_auto_venv_builds_a_virtualenv_from_pyproject_once(project):
         assert (project.workspace / "venv" / ".deploy-stamp").stat().st_mtime == mtime
     finally:
         remote.close()
+
+
+def test_a_dataset_bigger_than_the_remote_disk_is_refused_before_sending(project):
+    project.workspace.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(project.workspace)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        big = project.cwd / "dataset" / "Violence" / "big.mp4"
+        big.parent.mkdir(parents=True)
+        big.write_bytes(os.urandom(3_000_000))
+        assert project.run("up").returncode == 0
+        r = project.run("sync")
+        assert r.returncode == 2
+        line = r.stderr.strip().splitlines()[-1]
+        assert "needs 2.9 MB" in line and "free" in line and "larger disk" in line
+        assert not (project.workspace / "dataset" / "Violence").exists()  # nothing half-sent
+    finally:
+        subprocess.run(["umount", str(project.workspace)], capture_output=True)
