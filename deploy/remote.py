@@ -15,6 +15,7 @@ from __future__ import annotations
 import shlex
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,14 +165,41 @@ class Remote:
 
     def _run_with_stdin(self, script: str, data: bytes, timeout: float | None) -> Result:
         # Not fabric's run(in_stream=...): invoke feeds a non-tty stream one byte per
-        # 10 ms poll, 25 s for a 2.5 kB script. One sendall on the raw channel instead.
+        # 10 ms poll, 25 s for a 2.5 kB script. The raw channel instead, with stdin sent
+        # from a thread while stdout and stderr are drained together: sending all the
+        # input before reading can deadlock once the remote's output fills the window.
         try:
             chan = self.conn.transport.open_session(timeout=timeout)
             chan.exec_command(f"sh -c {q(script)}")
-            chan.sendall(data)
-            chan.shutdown_write()
-            out, err = chan.makefile("rb").read(), chan.makefile_stderr("rb").read()
+
+            def send() -> None:
+                try:
+                    chan.sendall(data)
+                    chan.shutdown_write()
+                except (OSError, EOFError, paramiko.SSHException):
+                    pass  # the remote ended early; its exit status tells the story
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            out, err = bytearray(), bytearray()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                busy = False
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                    busy = True
+                if chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    busy = True
+                if not busy:
+                    if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        chan.close()
+                        raise socket.timeout(f"no answer within {timeout:.0f} s")
+                    time.sleep(0.01)
             code = chan.recv_exit_status()
+            sender.join(timeout=5)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise UsageError(f"lost the connection to {host_label(self.host)} ({exc}): run the command again") from None
         return Result(out.decode(errors="replace"), err.decode(errors="replace"), code)

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
             "violent": ["violence", "violent", "fight", "fights"],
             "nonviolent": [
                 "nonviolence", "non-violence", "non_violence", "non-violent", "nonviolent",
-                "nofight", "no_fight", "normal",
+                "nofight", "no_fight", "nonfight", "normal",
             ],
         },
     },

@@ -80,3 +80,19 @@ def test_commands_before_up_say_so(project):
     for cmd in ("sync", "start", "logs", "status", "fetch"):
         r = project.run(cmd)
         assert r.returncode == 2 and "deploy up" in last_line(r.stderr), (cmd, r.stderr)
+
+
+def test_large_stdin_with_chatty_output_does_not_deadlock(project):
+    """Input is sent while both output streams are drained: 1 MB in, 1 MB back on each stream."""
+    assert project.run("up").returncode == 0
+    remote = Remote(Host(**project.state()["host"]), project.cwd / ".deploy" / "known_hosts").connect()
+    try:
+        data = "".join(f"{i:07d}\n" for i in range(131072))  # 1 MiB
+        t0 = time.monotonic()
+        r = remote.run("tee /dev/stderr | wc -c", stdin=data, timeout=60)
+        assert r.exited == 0
+        assert r.stdout.strip() == str(len(data))
+        assert r.stderr == data
+        assert time.monotonic() - t0 < 30
+    finally:
+        remote.close()
