@@ -15,11 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import docker
-from docker.types import DeviceRequest, Mount
 
-
-def nvidia_runtime_available(client: docker.DockerClient) -> bool:
+def nvidia_runtime_available(client) -> bool:
     """True when `--gpus all` can work: the engine knows the NVIDIA runtime or its hook is installed.
 
     Asking for GPUs without it makes `docker run` fail outright, so a GPU-less
@@ -38,10 +35,9 @@ def step_script(steps: list[list[str]]) -> str:
     return " && ".join(parts)
 
 
-def run_steps(client: docker.DockerClient, image: str, steps: list[list[str]], *,
-              mounts: dict[str, Path], read_only: tuple[str, ...] = (), workdir: str = "/workspace", gpus: bool = False,
-              network: str | None = None, env: dict[str, str] | None = None,
-              log_prefix: str = "") -> int:
+def run_steps(client, image: str, steps: list[list[str]], *, mounts: dict[str, Path],
+              read_only: tuple[str, ...] = (), workdir: str = "/workspace", gpus: bool = False,
+              network: str | None = None, env: dict[str, str] | None = None, log_prefix: str = "") -> int:
     """Run `steps` in a fresh container, stream its output here, return its exit status.
 
     `mounts` maps container paths to host paths (folders created if missing), bind-mounted
@@ -49,6 +45,8 @@ def run_steps(client: docker.DockerClient, image: str, steps: list[list[str]], *
     the calling user, so what it writes on the host belongs to that user; it is removed
     afterwards, and Ctrl-C stops it.
     """
+    from docker.types import DeviceRequest, Mount  # the SDK: imported here so that importing this module never needs it
+
     binds = []
     for target, source in mounts.items():
         if not Path(source).exists():

@@ -84,7 +84,8 @@ def test_dockerignore_keeps_data_and_state_out_of_the_build_context(tmp_path):
                 "demo/dataset/fight/a.mp4", ".venv/bin/python", ".git/HEAD", ".deploy/state.json",
                 "checkpoints/checkpoint_epoch_001.keras", "trainer/__pycache__/cli.cpython-311.pyc",
                 "my_videos/fight/clip.mp4", "docker/smoke.py", "tests/docker/test_dockerfile.py",
-                "configs/cache/meta.json", "weights.h5", ".env"]
+                "configs/cache/meta.json", "configs/deploy.yaml", "configs/.env", "trainer/id_ed25519",
+                "weights.h5", ".env"]
     for rel in wanted + unwanted:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
