@@ -19,6 +19,7 @@ used by `extract` and by `predict` on single files.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,10 @@ def imagenet_weights_path(cache_dir: str | Path | None) -> str:
     """Keras's VGG19 ImageNet weights, downloaded once into <cache_dir>/weights/."""
     import keras
 
+    # An image built with BAKE_WEIGHTS=1 carries them under $KERAS_HOME: no download at all.
+    baked = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "weights" / VGG19_WEIGHTS_FILE
+    if baked.is_file():
+        return str(baked)
     kwargs = {"cache_dir": str(Path(cache_dir).resolve())} if cache_dir else {}
     try:
         return keras.utils.get_file(VGG19_WEIGHTS_FILE, VGG19_WEIGHTS_URL, file_hash=VGG19_WEIGHTS_MD5,

@@ -269,7 +269,10 @@ class VastProvider(Provider):
 
         ws = self.config.get("remote", {}).get("workspace", "/workspace")
         wd = q(f"{ws.rstrip('/')}/{WATCHDOG_DIR}")
-        return ("sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
+        # The image ships no SSH host keys (one image, many machines): make this container's
+        # own if Vast's SSH set-up has not, and make sure sshd runs.
+        return ("ssh-keygen -A >/dev/null 2>&1; mkdir -p /run/sshd; pgrep -x sshd >/dev/null || /usr/sbin/sshd; "
+                "sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
                 "env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=' >> /etc/environment; "
                 f"if [ -f {wd}/watchdog.py ]; then "
                 f"nohup python3 {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
