@@ -16,8 +16,8 @@ from tests.trainer.tiny_cache import make_cache
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 5
-TRAIN, BATCH = 1200, 16
-STEPS = TRAIN // BATCH  # 75
+TRAIN, BATCH = 3200, 16
+STEPS = TRAIN // BATCH  # 200
 
 CONFIG = """
 model: {lstm_units: 8, lstm_layers: 1, dense_units: [16, 8, 8], dropout: 0.1}
@@ -40,20 +40,28 @@ def _start(cache, out, cfg, *extra):
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_mid_epoch(proc, out, after_epoch: int, timeout=240) -> None:
-    """Return inside epoch `after_epoch + 1`: shortly after epoch `after_epoch` was committed.
+def _wait_mid_epoch(proc, out, after_epoch: int, epoch_seconds: float | None = None, timeout=240) -> float:
+    """Return inside epoch `after_epoch + 1`, about a third of the way through it.
 
-    A steady epoch here takes about a second (75 steps); 0.3 s lands well inside it. The
-    callers check that the signal really arrived before the next commit.
+    The delay is measured, not guessed: `epoch_seconds` from an earlier process, or the
+    time between two epoch commits seen here (the second epoch of a process: start-up and
+    tracing are behind it), so a fast or a loaded machine both land mid-epoch. Returns that epoch duration. The callers check that the signal really
+    arrived before the next commit.
     """
     deadline = time.time() + timeout
+    seen: dict[int, float] = {}
     while time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
         s = _state(out)
+        if s:
+            seen.setdefault(s["epoch"], time.time())
         if s and s["epoch"] >= after_epoch:
-            time.sleep(0.3)
-            return
-        time.sleep(0.01)
+            if epoch_seconds is None and after_epoch - 1 in seen:
+                epoch_seconds = seen[after_epoch] - seen[after_epoch - 1]
+            assert epoch_seconds is not None, "no epoch duration measured yet"
+            time.sleep(epoch_seconds / 3)
+            return epoch_seconds
+        time.sleep(0.005)
     raise AssertionError("training did not reach the epoch in time")
 
 
@@ -76,7 +84,7 @@ def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
 
     # 1. SIGKILL in the middle of epoch 3: nothing of epoch 3 may count
     proc = _start(cache, out, cfg)
-    _wait_mid_epoch(proc, out, after_epoch=2)
+    epoch_seconds = _wait_mid_epoch(proc, out, after_epoch=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = _state(out)["epoch"]
@@ -84,7 +92,7 @@ def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
 
     # 2. resume, then SIGTERM in the middle of epoch 4: a clean, resumable stop
     proc = _start(cache, out, cfg, "--resume")
-    _wait_mid_epoch(proc, out, after_epoch=3)
+    _wait_mid_epoch(proc, out, after_epoch=3, epoch_seconds=epoch_seconds)
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, log
