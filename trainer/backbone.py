@@ -18,13 +18,12 @@ used by `extract` and by `predict` on single files.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
-from trainer.cache import settings_fingerprint
+from trainer.cache import settings_fingerprint, sha256_file
 from trainer.errors import UsageError
 
 BACKBONES = ("vgg19", "thumbnail")
@@ -72,7 +71,7 @@ def feature_settings(data: dict) -> dict:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise UsageError(f"weights: {weights} is neither 'imagenet', 'none' nor an existing file")
-        weights, weights_id = str(path.resolve()), "sha256:" + _sha256(path)
+        weights, weights_id = str(path.resolve()), "sha256:" + sha256_file(path)
 
     settings = {
         "backbone": backbone,
@@ -186,10 +185,3 @@ def _check_frames(frames: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"expected uint8 frames [N, {size}, {size}, 3], got {frames.dtype} {frames.shape}")
     return frames
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

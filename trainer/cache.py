@@ -50,6 +50,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def sha256_file(path: str | Path) -> str:
+    """A file's SHA-256 (video content for cache keys, weights files for the fingerprint)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def settings_fingerprint(settings: dict) -> str:
     """Hash of every setting that changes the features (frames, backbone, weights id, image size)."""
     blob = json.dumps(settings, sort_keys=True).encode()

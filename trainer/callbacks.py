@@ -15,8 +15,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer.cache import atomic_write_json
+from trainer.cache import atomic_write_bytes, atomic_write_json
 
 STATE_FILE = "resume_state.json"
 ES_WEIGHTS_FILE = "early_stopping_best_weights.npz"
@@ -110,9 +110,9 @@ class ResumeState(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         if self.es is not None and self.es.restore_best_weights and self.es.best_epoch == epoch and self.es.best_weights:
-            tmp = self.dir / f".{ES_WEIGHTS_FILE}.tmp.npz"
-            np.savez(tmp, *self.es.best_weights)
-            os.replace(tmp, self.dir / ES_WEIGHTS_FILE)
+            buf = io.BytesIO()
+            np.savez(buf, *self.es.best_weights)
+            atomic_write_bytes(self.dir / ES_WEIGHTS_FILE, buf.getvalue())
         state = {
             "epoch": done,
             "checkpoint": checkpoint_name(done),

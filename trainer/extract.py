@@ -65,16 +65,12 @@ def _init_worker() -> None:
 
 def hash_file(path: str) -> str | OSError:
     """The file's SHA-256, or the OSError that stopped reading it (returned: it is data here)."""
-    import hashlib
+    from trainer.cache import sha256_file
 
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        return sha256_file(path)
     except OSError as exc:
         return exc
-    return h.hexdigest()
 
 
 def decode_video(path: str, n_frames: int, size: int) -> dict:
