@@ -12,12 +12,11 @@ import time
 
 import pytest
 
-from tests.deploy.fake_vast import fake_vast  # noqa: F401  (fixture)
-from tests.deploy.test_vast_provider import out, vast  # noqa: F401  (fixture)
+from tests.deploy.conftest import out
 
 
 @pytest.mark.slow
-def test_deploy_logs_idle_stop_fetch_destroy_leaves_nothing_rented(vast, fake_trainer):  # noqa: F811
+def test_deploy_logs_idle_stop_fetch_destroy_leaves_nothing_rented(vast, fake_trainer):
     fake, sshd = vast.fake, vast.sshd
     fake.fixed_instance_key = "inst-e2e-container-key"
     with open(sshd.config_file, "a") as f:

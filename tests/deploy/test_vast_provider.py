@@ -8,7 +8,6 @@ The sshd starts with an EMPTY authorized_keys: only the key `up` attaches throug
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,59 +15,7 @@ import time
 
 import pytest
 
-from tests.deploy.conftest import REPO
-from tests.deploy.fake_vast import FakeVast, fake_vast  # noqa: F401  (fixture)
-
-
-class Vast:
-    """The `project` fixture switched to provider vast, aimed at the fake."""
-
-    def __init__(self, project, fake: FakeVast, sshd, tmp_path):
-        self.project, self.fake, self.sshd = project, fake, sshd
-        self.config_home = tmp_path / "xdg"  # no stray ~/.config/vastai/vast_api_key is read
-        self.config_home.mkdir()
-        self.api_key = fake.api_key
-        sshd.authorized_keys.write_text("")
-        fake.authorized_keys_file = sshd.authorized_keys
-        fake.ssh_direct = fake.ssh_proxy = (sshd.host, sshd.port)
-        project.write_config(provider="vast", vast={
-            "server_url": fake.url, "image": "registry.example/violence-trainer:1.0", "disk_gb": 80,
-            "poll_seconds": 0.05, "ready_timeout_minutes": 0.25, "max_attempts": 3,
-            "watchdog_poll_seconds": 0.2, "env": {"TF_CPP_MIN_LOG_LEVEL": "2"},
-        })
-
-    def set(self, **vast) -> None:
-        self.project.write_config(vast={**self.project.config["vast"], **vast})
-
-    def env(self, key: str | None = "default") -> dict:
-        env = {"XDG_CONFIG_HOME": str(self.config_home), "HOME": str(self.config_home)}
-        env["VAST_API_KEY"] = self.api_key if key == "default" else (key or "")
-        return env
-
-    def run(self, *args, key: str | None = "default", timeout: float = 120) -> subprocess.CompletedProcess:
-        return self.project.run(*args, env=self.env(key), timeout=timeout)
-
-    def state(self) -> dict:
-        return self.project.state()
-
-    def teardown(self) -> None:
-        pid = self.project.workspace / ".watchdog" / "watchdog.pid"
-        if pid.is_file():
-            try:
-                os.kill(int(pid.read_text()), 15)
-            except (OSError, ValueError):
-                pass
-
-
-@pytest.fixture
-def vast(project, fake_vast, sshd, tmp_path):  # noqa: F811
-    v = Vast(project, fake_vast, sshd, tmp_path)
-    yield v
-    v.teardown()
-
-
-def out(r) -> str:
-    return r.stdout + r.stderr
+from tests.deploy.conftest import REPO, out
 
 
 # -- offers -----------------------------------------------------------------------------------

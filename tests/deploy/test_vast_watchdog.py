@@ -16,13 +16,12 @@ from vastai import VastAI
 
 from deploy import watchdog
 from deploy.start import RUN_MARK, run_script
-from tests.deploy.fake_vast import fake_vast  # noqa: F401  (fixture)
 
 WATCHDOG = Path(watchdog.__file__)
 
 
 @pytest.fixture
-def instance(fake_vast):  # noqa: F811
+def instance(fake_vast):
     """A running instance rented with the user's key; -> (id, its CONTAINER_API_KEY)."""
     offer = fake_vast.add_offer()
     sdk = VastAI(api_key=fake_vast.api_key, server_url=fake_vast.url)
@@ -58,7 +57,7 @@ def ended_run(home: Path, name: str = "r1") -> None:
     (run / "exit_status").write_text("0\n")
 
 
-def test_stops_an_idle_instance_with_the_container_key_only(fake_vast, instance, tmp_path):  # noqa: F811
+def test_stops_an_idle_instance_with_the_container_key_only(fake_vast, instance, tmp_path):
     iid, key = instance
     home = setup_watch(tmp_path, fake_vast, iid)
     ended_run(home)
@@ -75,7 +74,7 @@ def test_stops_an_idle_instance_with_the_container_key_only(fake_vast, instance,
     assert key not in r.stdout and fake_vast.api_key not in r.stdout
 
 
-def test_budget_cap_stops_even_while_training_runs(fake_vast, instance, tmp_path):  # noqa: F811
+def test_budget_cap_stops_even_while_training_runs(fake_vast, instance, tmp_path):
     iid, key = instance
     home = setup_watch(tmp_path, fake_vast, iid, price_per_hour=100.0, budget_usd=0.01, idle_grace_minutes=60)
     run = home.parent / "runs" / "r2"
@@ -92,7 +91,7 @@ def test_budget_cap_stops_even_while_training_runs(fake_vast, instance, tmp_path
     assert fake_vast._status(fake_vast.instances[iid])[1] == "stopped"
 
 
-def test_a_running_training_and_a_recent_fetch_keep_it_running(fake_vast, instance, tmp_path):  # noqa: F811
+def test_a_running_training_and_a_recent_fetch_keep_it_running(fake_vast, instance, tmp_path):
     iid, key = instance
     home = setup_watch(tmp_path, fake_vast, iid, idle_grace_minutes=1)
     ended_run(home)
@@ -110,7 +109,7 @@ def test_a_running_training_and_a_recent_fetch_keep_it_running(fake_vast, instan
     assert not fake_vast.requests_by("instance")
 
 
-def test_instance_key_cannot_touch_other_instances(fake_vast, instance):  # noqa: F811
+def test_instance_key_cannot_touch_other_instances(fake_vast, instance):
     iid, key = instance
     other = fake_vast.add_offer()
     sdk = VastAI(api_key=key, server_url=fake_vast.url, retry=1)
@@ -121,7 +120,7 @@ def test_instance_key_cannot_touch_other_instances(fake_vast, instance):  # noqa
     assert e.value.response.status_code == 403
 
 
-def test_without_a_container_key_it_says_the_guards_are_off(fake_vast, instance, tmp_path):  # noqa: F811
+def test_without_a_container_key_it_says_the_guards_are_off(fake_vast, instance, tmp_path):
     iid, _ = instance
     home = setup_watch(tmp_path, fake_vast, iid)
     r = run_watchdog(home, {"VAST_API_KEY": fake_vast.api_key})
