@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 
 def _ssh(server, known_hosts, *cmd, timeout=15):
@@ -40,15 +39,20 @@ def test_regenerated_host_key_is_refused_by_a_pinning_client(sshd, tmp_path):
 
 
 def test_drop_connections_cuts_an_open_session(sshd, tmp_path):
+    # Wait for the remote command's own output, not for "some child of the listener": the
+    # start-up probe's short-lived pre-auth child counts as one, and under load it can be the
+    # only child seen before it exits (that race made this test fail in CI).
     p = subprocess.Popen(
         ["ssh", "-p", str(sshd.port), "-i", sshd.identity_file, "-o", "BatchMode=yes",
          "-o", f"UserKnownHostsFile={tmp_path / 'kh'}", "-o", "StrictHostKeyChecking=accept-new",
-         f"{sshd.user}@{sshd.host}", "sleep", "60"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         f"{sshd.user}@{sshd.host}", "echo ready; sleep 60"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
-    deadline = time.monotonic() + 10
-    while not sshd.session_pids() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert sshd.drop_connections() >= 1
-    assert p.wait(10) == 255
-    assert sshd.running
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        assert sshd.drop_connections() >= 1
+        assert p.wait(10) == 255
+        assert sshd.running
+    finally:
+        if p.poll() is None:
+            p.kill()
