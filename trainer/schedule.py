@@ -6,6 +6,10 @@ cannot work as written. Here the optimizer's rate is `cosine(step) * scale`: the
 schedule keeps its shape, and `PlateauScaleCallback` multiplies `scale` by the
 plateau factor. The scale is part of the schedule's config, so it is saved with
 every checkpoint and a resumed run continues at the reduced rate.
+
+After warmup the rate never goes below `floor` (the configured minimum learning rate):
+without it, a plateau cut late in training would push the tail of the cosine below the
+minimum both the schedule and ReduceLROnPlateau promise.
 """
 
 from __future__ import annotations
@@ -19,26 +23,35 @@ import keras
 class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`base(step) * scale`, with `scale` a non-trainable variable a callback can lower."""
 
-    def __init__(self, base: keras.optimizers.schedules.LearningRateSchedule, scale: float = 1.0):
+    def __init__(self, base: keras.optimizers.schedules.LearningRateSchedule, scale: float = 1.0,
+                 floor: float = 0.0):
         self.base = base
+        self.floor = float(floor)
         # A plain variable (not a layer weight): the optimizer reads it inside the
         # compiled train step, so a change made by a callback between epochs is seen
         # by the very next step without retracing.
         self.scale = keras.Variable(float(scale), trainable=False, dtype="float32", name="lr_scale")
 
     def __call__(self, step):
-        return self.base(step) * keras.ops.cast(self.scale, "float32")
+        lr = self.base(step) * keras.ops.cast(self.scale, "float32")
+        if not self.floor:
+            return lr
+        # The warmup ramp starts at 0 on purpose; the floor applies once it is over.
+        warmup_steps = getattr(self.base, "warmup_steps", 0)
+        past_warmup = keras.ops.cast(step, "float32") >= float(warmup_steps)
+        return keras.ops.where(past_warmup, keras.ops.maximum(lr, self.floor), lr)
 
     def get_config(self):
         return {
             "base": keras.saving.serialize_keras_object(self.base),
             "scale": float(keras.ops.convert_to_numpy(self.scale)),
+            "floor": self.floor,
         }
 
     @classmethod
     def from_config(cls, config):
         base = keras.saving.deserialize_keras_object(config["base"])
-        return cls(base, scale=config["scale"])
+        return cls(base, scale=config["scale"], floor=config.get("floor", 0.0))
 
 
 def warmup_cosine(
@@ -58,7 +71,7 @@ def warmup_cosine(
         warmup_target=peak_lr,
         warmup_steps=warmup,
     )
-    return ScaledSchedule(base)
+    return ScaledSchedule(base, floor=min_lr)
 
 
 def find_scaled_schedule(optimizer) -> ScaledSchedule | None:

@@ -61,8 +61,19 @@ def test_plateau_halves_the_effective_rate_and_the_shape_continues():
     for step in (40, 41, 100, 150, 199):
         model.optimizer.iterations.assign(step)
         effective = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        assert effective == pytest.approx(0.5 * lr_at(reference, step), rel=1e-5)
+        assert effective == pytest.approx(max(0.5 * lr_at(reference, step), 1e-7), rel=1e-5)
     assert lr_at(s, 100) > lr_at(s, 150) > lr_at(s, 199)  # still decaying
+
+
+def test_after_plateau_cuts_the_tail_stays_at_min_lr():
+    """Halved twice, the end of the cosine would sit at min_lr / 4 without the floor."""
+    s = schedule.warmup_cosine(10, 20, 2, 1e-3, 1e-7)
+    s.scale.assign(0.25)
+    tail = [lr_at(s, k) for k in range(20, 400)]
+    assert min(tail) == pytest.approx(1e-7, rel=1e-5)
+    assert lr_at(s, 199) == pytest.approx(1e-7, rel=1e-5)  # 0.25 * cosine would be ~4e-8
+    assert lr_at(s, 100) == pytest.approx(0.25 * lr_at(s.base, 100), rel=1e-5)  # above the floor: scaled
+    assert lr_at(s, 0) == 0.0  # the warmup ramp still starts at zero
 
 
 def test_plateau_scale_reaches_its_floor_and_stops():
@@ -88,3 +99,4 @@ def test_scale_is_saved_with_the_model(tmp_path):
     assert float(again.scale.numpy()) == 0.25
     assert int(loaded.optimizer.iterations.numpy()) == 57
     np.testing.assert_allclose(float(loaded.optimizer.learning_rate), 0.25 * lr_at(s.base, 57), rtol=1e-6)
+    assert again.floor == 1e-7
