@@ -160,6 +160,9 @@ def serve(connect, layout: Layout, config: dict, state, run: str | None = None, 
         remote = connect(30)
         tb = RemoteTensorBoard(remote, layout.python(config), logdir, layout.workspace)
         tb.preflight()
+        if not forward.forwarding_allowed():  # asked before TensorBoard starts, not after
+            raise UsageError(f"{remote.host.host} refuses SSH port forwarding: allow it in the host's sshd_config "
+                             f"(AllowTcpForwarding yes, or local) and restart sshd there")
         print(f"starting TensorBoard on {remote.host.host} for {what} ({logdir})", file=sys.stderr)
         forward.remote_port = tb.start()
         try:

@@ -61,6 +61,19 @@ class LocalForward:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ForwardRefused(str(exc) or type(exc).__name__) from None
 
+    def forwarding_allowed(self) -> bool:
+        """False when the host's sshd refuses every forward (AllowTcpForwarding no): it answers
+        "administratively prohibited" (RFC 4254 reason 1), where a forward it allows to a port with
+        no listener fails with "connect failed" (reason 2). Port 1 (tcpmux) is that closed port."""
+        transport = self.transport()
+        if transport is None or not transport.is_active():
+            raise ForwardRefused("the SSH connection is down")
+        try:
+            transport.open_channel("direct-tcpip", (self.remote_host, 1), ("127.0.0.1", 0), timeout=10).close()
+        except paramiko.ChannelException as exc:
+            return exc.code != paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        return True
+
     def check(self) -> None:
         """Open and close one channel: raises ForwardRefused when forwarding cannot work."""
         self.open_channel().close()
