@@ -8,6 +8,7 @@ stand-in `nvidia-smi` on the host's PATH checks only the plumbing.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import signal
@@ -150,3 +151,27 @@ def test_watch_in_a_terminal_draws_the_table_and_ctrl_c_leaves_the_run(project, 
         assert run_alive(project, run)
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
+
+
+@pytest.mark.slow
+def test_watch_on_vast_shows_the_money_spent_from_the_provider(vast, epoch_trainer):
+    vast.fake.add_offer(dph_base=0.9)
+    for cmd in ("up", "sync", "start"):
+        r = vast.run(cmd)
+        assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+    run = vast.state()["current_run"]
+    proc = vast.project.popen("watch", "--interval", "0.5", env=vast.env())
+    out: list[str] = []
+    threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True).start()
+    try:
+        wait_for(lambda: any(_epoch_of(b) for b in _blocks("".join(out))), timeout=60, what="an epoch row")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(20)
+    block = next(b for b in _blocks("".join(out)) if _epoch_of(b))
+    assert code == 0
+    assert block["host"][0].endswith("(vast)")
+    (spent,) = block["spent"]
+    assert re.fullmatch(r"\$\d+\.\d\d so far at \$0\.9\d*/h, \$\d+\.\d\d projected", spent), spent
+    assert run_alive(vast.project, run)
+    assert vast.run("down", "--force").returncode == 0
