@@ -87,12 +87,12 @@ def money(facts: dict) -> str:
         if facts.get("projected_total"):
             line += f", {facts['projected_total']} projected"
         return line
-    return f"- ({facts.get('provider', 'no rental')}: nothing billed here)"
+    return "nothing billed (not a rented instance)"
 
 
 def rows(info: dict, facts: dict) -> list[tuple[str, str]]:
     """The view as (label, text) rows; the terminal and the plain output print the same rows."""
-    out = [("host", f"{info['host']}  ({facts.get('provider', '?')})")]
+    out = [("host", f"{info['host']}  provider {facts.get('provider', '?')}")]
     state = info.get("state", "")
     if info.get("exit_code") is not None:
         state += f" (exit code {info['exit_code']})"
@@ -163,9 +163,9 @@ class _Live:
         from rich.markup import escape
         from rich.table import Table
 
-        t = Table(show_header=False, box=None, pad_edge=False,
-                  caption=f"{time.strftime('%H:%M:%S')}  every {self.interval:g} s  {note}  "
-                          f"Ctrl-C stops watching (the run keeps going)", caption_justify="left")
+        caption = "  ".join(part for part in (time.strftime("%H:%M:%S"), f"every {self.interval:g} s", note,
+                                              "Ctrl-C stops watching (the run keeps going)") if part)
+        t = Table(show_header=False, box=None, pad_edge=False, caption=caption, caption_justify="left")
         t.add_column(style="bold", no_wrap=True)
         t.add_column()
         for label, text in table_rows:

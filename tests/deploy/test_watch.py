@@ -109,7 +109,8 @@ def test_watch_through_a_pipe_shows_epoch_gpus_disk_reconnects_and_ctrl_c_leaves
     assert first["gpu 0"] == ["NVIDIA RTX 5000 Ada Generation  97% busy  30012/32760 MiB  246/250 W  71 C"]
     assert first["gpu 1"] == ["NVIDIA RTX 5000 Ada Generation  0% busy  4/32760 MiB  -/250 W  38 C"]
     assert first["disk free"][0].endswith(" GB")
-    assert first["spent"][0].startswith("- (ssh")
+    assert first["spent"] == ["nothing billed (not a rented instance)"]
+    assert first["host"][0].endswith("provider ssh (your own host)")
     seen = _epoch_of(first)
 
     # a dropped link: the view comes back by itself, with later epochs; the run never noticed
@@ -170,7 +171,7 @@ def test_watch_on_vast_shows_the_money_spent_from_the_provider(vast, epoch_train
         code = proc.wait(20)
     block = next(b for b in _blocks("".join(out)) if _epoch_of(b))
     assert code == 0
-    assert block["host"][0].endswith("(vast)")
+    assert block["host"][0].endswith("provider vast")
     (spent,) = block["spent"]
     assert re.fullmatch(r"\$\d+\.\d\d so far at \$0\.9\d*/h, \$\d+\.\d\d projected", spent), spent
     assert run_alive(vast.project, run)
