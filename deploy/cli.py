@@ -1,4 +1,4 @@
-"""`python -m deploy [--config F] offers|up|sync|start|status|logs|fetch|ssh|down|run`.
+"""`python -m deploy [--config F] offers|up|sync|start|status|logs|fetch|ssh|down|run|tensorboard|watch`.
 
 Every command finds its target in `.deploy/` (written by `up`); the provider only
 rents/finds the machine, everything after "it answers SSH" is shared code.
@@ -184,8 +184,9 @@ def cmd_down(ctx: Context) -> int:
 
 def cmd_tensorboard(ctx: Context) -> int:
     from deploy import tensorboard
+    from deploy.watch import running_host_facts
 
-    ctx.provider.ensure_running()
+    running_host_facts(ctx.provider)
     return tensorboard.serve(lambda retry_for: ctx.remote(retry_for=retry_for), ctx.layout(), ctx.config,
                              ctx.state, run=ctx.args.run, all_runs=ctx.args.all, port=ctx.args.port)
 

@@ -181,6 +181,16 @@ def _stop_on_sigterm(*_):
     raise KeyboardInterrupt
 
 
+def running_host_facts(provider) -> dict:
+    """The provider's facts, or one line when its machine is not running: watching (or TensorBoard)
+    never starts a stopped instance, because that would start its billing again."""
+    facts = provider.describe()
+    if facts.pop("reachable", True) is False:
+        raise UsageError(f"the host is not running ({facts.get('status', 'stopped')}): `make fetch` starts it "
+                         f"again (watch and tensorboard never do: a running instance is billed)")
+    return facts
+
+
 def watch(ctx, run: str | None = None, interval: float = 5.0) -> int:
     """Refresh until Ctrl-C / SIGTERM; `ctx` is the cli Context (config, state, provider, remote())."""
     from rich.console import Console
@@ -188,10 +198,7 @@ def watch(ctx, run: str | None = None, interval: float = 5.0) -> int:
     if interval <= 0:
         raise UsageError("--interval must be a positive number of seconds")
     layout = ctx.layout()
-    facts = ctx.provider.describe()
-    if facts.pop("reachable", True) is False:
-        raise UsageError(f"the host is not running ({facts.get('status', 'stopped')}): nothing to watch; "
-                         f"`make fetch` starts it again")
+    facts = running_host_facts(ctx.provider)
     described = time.monotonic()
     console = Console()
     view = _Live(interval, console) if console.is_terminal else _Plain(interval)

@@ -175,4 +175,13 @@ def test_watch_on_vast_shows_the_money_spent_from_the_provider(vast, epoch_train
     (spent,) = block["spent"]
     assert re.fullmatch(r"\$\d+\.\d\d so far at \$0\.9\d*/h, \$\d+\.\d\d projected", spent), spent
     assert run_alive(vast.project, run)
+
+    # a stopped instance: one line each, and neither command starts it (and its billing) again
+    (inst,) = vast.fake.live_instances()
+    inst.stopped_at = time.time()
+    for cmd in ("watch", "tensorboard"):
+        r = vast.run(cmd)
+        assert r.returncode == 2 and r.stdout == "", (cmd, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "the host is not running (stopped" in r.stderr, r.stderr
+    assert vast.fake._status(inst)[1] == "stopped"
     assert vast.run("down", "--force").returncode == 0
