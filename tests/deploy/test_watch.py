@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -155,7 +156,7 @@ def test_watch_in_a_terminal_draws_the_table_and_ctrl_c_leaves_the_run(project, 
 
 
 @pytest.mark.slow
-def test_watch_on_vast_shows_the_money_spent_from_the_provider(vast, epoch_trainer):
+def test_watch_and_tensorboard_on_vast_money_spent_ctrl_c_and_a_stopped_instance(vast, epoch_trainer):
     vast.fake.add_offer(dph_base=0.9)
     for cmd in ("up", "sync", "start"):
         r = vast.run(cmd)
@@ -174,6 +175,22 @@ def test_watch_on_vast_shows_the_money_spent_from_the_provider(vast, epoch_train
     assert block["host"][0].endswith("provider vast")
     (spent,) = block["spent"]
     assert re.fullmatch(r"\$\d+\.\d\d so far at \$0\.9\d*/h, \$\d+\.\d\d projected", spent), spent
+    assert run_alive(vast.project, run)
+
+    # tensorboard through the same provider, ended with Ctrl-C (SIGINT)
+    proc = vast.project.popen("tensorboard", env=vast.env())
+    try:
+        first = proc.stdout.readline()
+        m = re.fullmatch(r"TensorBoard: http://127\.0\.0\.1:(\d+)/\n", first)
+        assert m, (first, proc.stderr.read() if proc.poll() is not None else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/", timeout=30) as page:
+            assert page.status == 200 and "<title>TensorBoard</title>" in page.read().decode()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((vast.project.workspace / ".deploy-tensorboard").glob("*.pid"))
     assert run_alive(vast.project, run)
 
     # a stopped instance: one line each, and neither command starts it (and its billing) again
