@@ -118,6 +118,11 @@ def test_watch_through_a_pipe_shows_epoch_gpus_disk_reconnects_and_ctrl_c_leaves
     assert sshd.drop_connections() >= 1
     wait_for(lambda: (_epoch_of(_blocks(text())[-1]) or 0) > seen + 2, timeout=60, what="later epochs")
     assert sshd.session_pids(), "watch did not open a new SSH connection"
+    # the host gone for a few seconds (sshd down): the view says so, retries, and comes back
+    seen = _epoch_of(_blocks(text())[-1])
+    sshd.refuse_for(3).join()
+    wait_for(lambda: (_epoch_of(_blocks(text())[-1]) or 0) > seen + 2, timeout=60, what="epochs after the outage")
+    assert "connection to 127.0.0.1 lost; reconnecting (the run goes on)" in text()
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
