@@ -8,7 +8,7 @@ EXTRAS ?= train,cpu,deploy,dev
 CONFIG ?= configs/deploy.yaml
 DEPLOY := $(PY) -m deploy --config $(CONFIG)
 
-.PHONY: setup test test-fast demo bench deploy logs fetch status ssh destroy run \
+.PHONY: setup test test-fast demo bench deploy logs fetch status ssh destroy run tensorboard watch \
         image image-cpu push local-run docker-smoke clean
 
 setup: $(STAMP)
@@ -64,6 +64,12 @@ status: setup
 
 ssh: setup
 	$(DEPLOY) ssh
+
+tensorboard: setup   ## TensorBoard of the current run, at the URL it prints (PORT=N for a fixed local port)
+	$(DEPLOY) tensorboard $(if $(PORT),--port $(PORT))
+
+watch: setup         ## live view of the run: epoch, ETA, metrics, GPUs, disk, $ spent (Ctrl-C stops viewing)
+	$(DEPLOY) watch
 
 destroy: setup
 	$(DEPLOY) down

@@ -1,4 +1,4 @@
-"""`python -m deploy [--config F] offers|up|sync|start|status|logs|fetch|ssh|down|run`.
+"""`python -m deploy [--config F] offers|up|sync|start|status|logs|fetch|ssh|down|run|tensorboard|watch`.
 
 Every command finds its target in `.deploy/` (written by `up`); the provider only
 rents/finds the machine, everything after "it answers SSH" is shared code.
@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ssh", help="an interactive shell on the host, in the workspace")
     s = sub.add_parser("down", help="release the host (vast: destroy; ssh: forget)")
     s.add_argument("--force", action="store_true", help="even if results were not fetched")
+    s = sub.add_parser("tensorboard", help="TensorBoard of the run on the host, forwarded to a local port over SSH")
+    s.add_argument("--port", type=int, default=0, metavar="N", help="local port (default: any free one)")
+    s.add_argument("--run", help="another run than the current one")
+    s.add_argument("--all", action="store_true", help="every run on the host")
+    s = sub.add_parser("watch", help="live view: epoch and ETA, metrics, GPUs, disk, $ spent")
+    s.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between refreshes (default: 5)")
+    s.add_argument("--run", help="another run than the current one")
     s = sub.add_parser("run", help="up + sync + start + logs --follow + fetch")
     s.add_argument("--down", action="store_true", help="release the host after a successful fetch")
     s.add_argument("--dry-run", action="store_true", help="say what would be rented and run, change nothing")
@@ -175,6 +182,21 @@ def cmd_down(ctx: Context) -> int:
     return 0
 
 
+def cmd_tensorboard(ctx: Context) -> int:
+    from deploy import tensorboard
+    from deploy.watch import running_host_facts
+
+    running_host_facts(ctx.provider)
+    return tensorboard.serve(lambda retry_for: ctx.remote(retry_for=retry_for), ctx.layout(), ctx.config,
+                             ctx.state, run=ctx.args.run, all_runs=ctx.args.all, port=ctx.args.port)
+
+
+def cmd_watch(ctx: Context) -> int:
+    from deploy import watch
+
+    return watch.watch(ctx, run=ctx.args.run, interval=ctx.args.interval)
+
+
 def cmd_run(ctx: Context) -> int:
     if getattr(ctx.args, "dry_run", False):
         return cmd_up(ctx)  # the provider prints the plan; nothing is rented or started
@@ -194,7 +216,8 @@ def cmd_run(ctx: Context) -> int:
 
 
 COMMANDS = {"offers": cmd_offers, "up": cmd_up, "sync": cmd_sync, "start": cmd_start, "status": cmd_status,
-            "logs": cmd_logs, "fetch": cmd_fetch, "ssh": cmd_ssh, "down": cmd_down, "run": cmd_run}
+            "logs": cmd_logs, "fetch": cmd_fetch, "ssh": cmd_ssh, "down": cmd_down, "run": cmd_run,
+            "tensorboard": cmd_tensorboard, "watch": cmd_watch}
 
 
 def main(argv: list[str] | None = None) -> int:
