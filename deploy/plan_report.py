@@ -69,8 +69,8 @@ def measured(root=".deploy") -> dict:
     return load(root).get("measured") or {}
 
 
-def remember_estimate(root, est: dict, inputs: str) -> None:
-    update(root, estimate={**est, "inputs": inputs, "at": time.time()})
+def remember_estimate(root, est: dict, inputs: str, corrections_used: dict | None = None) -> None:
+    update(root, estimate={**est, "inputs": inputs, "at": time.time(), "corrections_used": corrections_used or {}})
 
 
 # -- measuring --------------------------------------------------------------------------
@@ -135,10 +135,10 @@ def actual_hours(plan: dict, times: dict, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     act: dict = {p: None for p in PHASES}
     sync = plan.get("sync") or {}
-    if sync.get("started_at") and sync.get("ended_at"):
+    if sync.get("started_at") is not None and sync.get("ended_at") is not None:
         act["upload"] = (sync["ended_at"] - sync["started_at"]) / 3600
     up = plan.get("up") or {}
-    if up.get("started_at") and up.get("ended_at"):
+    if up.get("started_at") is not None and up.get("ended_at") is not None:
         act["pull"] = (up["ended_at"] - up["started_at"]) / 3600
     if times.get("train_start"):
         start = times.get("extract_start")
@@ -148,15 +148,17 @@ def actual_hours(plan: dict, times: dict, now: float | None = None) -> dict:
 
 
 def learn(root, est: dict, act: dict, times: dict) -> dict:
-    """After an ended run: keep actual/estimated per phase, so the next estimate is corrected."""
-    old = (measured(root).get("corrections") or {})
-    prior = {p: float(old.get(p) or 1.0) for p in PHASES}
-    corrections = dict(old)
+    """After an ended run: keep actual/estimated per phase, so the next estimate is corrected.
+
+    Relative to the raw model: the estimate recorded the corrections it was made with, so
+    learning twice from the same run (status, then fetch) gives the same figure, never a product.
+    """
+    used = est.get("corrections_used") or {}
+    corrections = dict(measured(root).get("corrections") or {})
     for p in ("extract", "train"):
         e, a = (est.get("phases") or {}).get(p), act.get(p)
         if e and a and e > 0 and a > 0 and times.get("ended"):
-            # est already includes the earlier correction: the new one is relative to the raw model
-            corrections[p] = round(prior[p] * a / e, 3)
+            corrections[p] = round(float(used.get(p) or 1.0) * a / e, 3)
     update(root, measured={"corrections": corrections})
     return corrections
 
@@ -173,9 +175,9 @@ def report_lines(plan: dict, times: dict, now: float | None = None) -> list[str]
         e = (est.get("phases") or {}).get(p)
         a = act.get(p)
         a_s = "-" if a is None else fmt_minutes(a)
-        if p == "train" and times.get("train_start"):
-            a_s += f" ({times.get('epochs', 0)} epochs{', running' if running else ''})"
-        lines.append(f"  {p:<8} {'-' if e is None else fmt_minutes(e):>10} {a_s:>10}")
+        note = f"  ({times.get('epochs', 0)} epochs{', running' if running else ''})" \
+            if p == "train" and times.get("train_start") else ""
+        lines.append(f"  {p:<8} {'-' if e is None else fmt_minutes(e):>10} {a_s:>10}{note}")
     known = [a for a in act.values() if a is not None]
     total_e = est.get("job_hours")
     lines.append(f"  {'total':<8} {'-' if total_e is None else fmt_minutes(total_e):>10} "
@@ -183,19 +185,20 @@ def report_lines(plan: dict, times: dict, now: float | None = None) -> list[str]
     return lines
 
 
-def print_estimate_vs_actual(root, train_log: str, history_csv: str = "", file=None, learn_from_it: bool = True) -> dict:
-    """The one call status/fetch make: print the table; after an ended run, keep what it measured."""
-    import sys
-
+def estimate_vs_actual(root, train_log: str, history_csv: str = "", learn_from_it: bool = True) -> list[str]:
+    """The lines status/fetch print; after an ended run, keep what it measured for the next estimate."""
     plan = load(root)
     times = run_times(train_log, history_csv)
-    if not plan and not times:
-        return {}
-    for line in report_lines(plan, times):
-        print(line, file=file or sys.stdout)
+    if not plan.get("estimate") and not times.get("train_start"):
+        return []
     if learn_from_it and times.get("ended") and plan.get("estimate"):
         learn(root, plan["estimate"], actual_hours(plan, times), times)
-    return times
+    return report_lines(plan, times)
+
+
+def print_estimate_vs_actual(root, train_log: str, history_csv: str = "", file=None, learn_from_it: bool = True) -> None:
+    for line in estimate_vs_actual(root, train_log, history_csv, learn_from_it):
+        print(line, file=file)
 
 
 def remote_run_files(remote, run_dir: str) -> tuple[str, str]:
@@ -208,23 +211,21 @@ def remote_run_files(remote, run_dir: str) -> tuple[str, str]:
     return log, hist
 
 
-def status_report(remote, layout, state, file=None) -> None:
+def status_lines(remote, layout, state) -> list[str]:
+    """For `status`: the rented offer's estimate, and once a run exists, estimate vs actual."""
     run = state.current_run
-    root = state.root
     if not run:
-        plan = load(root)
-        if plan.get("estimate"):
-            for line in report_lines(plan, {}):
-                print(line, file=file)
-        return
+        plan = load(state.root)
+        return report_lines(plan, {}) if plan.get("estimate") else []
     log, hist = remote_run_files(remote, layout.run_dir(run))
-    print_estimate_vs_actual(root, log, hist, file=file)
+    return estimate_vs_actual(state.root, log, hist)
 
 
-def fetch_report(dest: Path, state, file=None) -> None:
+def fetch_lines(dest: Path, state) -> list[str]:
+    """For `fetch`: estimate vs actual from the fetched train.log and training_history.csv."""
     def read(p: Path) -> str:
         try:
             return p.read_text(errors="replace")
         except OSError:
             return ""
-    print_estimate_vs_actual(state.root, read(dest / "train.log"), read(dest / "training_history.csv"), file=file)
+    return estimate_vs_actual(state.root, read(dest / "train.log"), read(dest / "training_history.csv"))

@@ -233,6 +233,8 @@ def test_a_finished_run_corrects_the_next_estimate(tmp_path):
     m = plan_report.measured(root)
     assert m["uplink_mbps"] == pytest.approx(500_000_000 * 8 / 1e6 / 100, rel=1e-3)  # 40 Mb/s, from the sync
     assert m["corrections"]["train"] == pytest.approx(2.0, rel=0.01)
+    plan_report.print_estimate_vs_actual(root, log, "epoch\n1\n", file=_Lines([]))  # status, then fetch
+    assert plan_report.measured(root)["corrections"]["train"] == m["corrections"]["train"]  # not compounded
     again = plan.job_from_config({"dataset": {"path": None}, "vast": {"image_gb": 3}, "train": {}},
                                  measured=m, lookups=False)
     assert again.corrections["train"] == pytest.approx(2.0, rel=0.01) and again.uplink_mbps == m["uplink_mbps"]
@@ -255,3 +257,80 @@ class _Lines:
 
     def flush(self):
         pass
+
+
+# -- the CLI: the real vastai SDK against the fake API, and a run on the real sshd ---------------
+def _offers_json(vast) -> list[dict]:
+    from tests.deploy.conftest import out
+
+    r = vast.run("offers", "--json")
+    assert r.returncode == 0, out(r)
+    return json.loads(r.stdout)
+
+
+def test_offers_ranks_by_the_whole_jobs_cost(vast):
+    from tests.deploy.conftest import out
+
+    # rows come from the fake (fields of the spec's search_offers example); both pass min_inet_down_mbps 200
+    cheap = vast.fake.add_offer(dph_base=0.50, inet_down=250.0, total_flops=65.0, cpu_cores_effective=8.0)
+    fast = vast.fake.add_offer(dph_base=0.80, inet_down=2000.0, total_flops=130.0, cpu_cores_effective=16.0)
+    vast.set(image_gb=1, uplink_mbps=1000)
+    ds = vast.project.cwd / "dataset" / "Violence"
+    ds.mkdir(parents=True)
+    with open(ds / "big.mp4", "wb") as fh:  # 30 GB, sparse: counted by size, never read
+        fh.truncate(30 * 10**9)
+    rows = _offers_json(vast)
+    assert [r["id"] for r in rows] == [fast["id"], cheap["id"]]
+    for r in rows:
+        assert set(r["phases"]) == {"upload", "pull", "extract", "train"}
+        assert sum(r["phases"].values()) == pytest.approx(r["job_hours"], abs=1e-3)
+        assert r["job_cost_usd"] == pytest.approx(r["price_per_hour"] * r["job_hours"] + r["bandwidth_usd"], abs=0.01)
+    slow = rows[1]
+    # 30e9 bytes * 8 / 250 Mb/s = 960 s through the slower pipe: the cheap hour costs more in all
+    assert slow["phases"]["upload"] * 3600 == pytest.approx(960, abs=1) and slow["bound"].startswith("upload-bound")
+    r = vast.run("offers")
+    assert r.returncode == 0, out(r)
+    assert "whole-job cost" in r.stdout and "upload-bound: 16 min of " in r.stdout
+    assert f"1. offer {fast['id']}: upload" in r.stdout
+
+    (ds / "big.mp4").unlink()
+    (ds / "small.mp4").write_bytes(b"v" * 1_000_000)
+    assert [r["id"] for r in _offers_json(vast)] == [cheap["id"], fast["id"]]
+    vast.set(order_by="price")
+    assert _offers_json(vast)[0]["id"] == cheap["id"]
+
+
+@pytest.mark.slow
+def test_estimate_vs_actual_after_a_run_on_the_real_sshd(vast, fake_trainer):
+    from tests.deploy.conftest import out
+
+    offer = vast.fake.add_offer(dph_base=0.9)
+    vast.set(image_gb=1)
+    fake_trainer.behave(lines=3, delay=0.2)
+    for i in range(10):  # named like videos, so the model counts them (the fake trainer never opens them)
+        (vast.project.cwd / "dataset" / f"clip{i}.mp4").write_bytes(b"v" * 1000)
+    r = vast.run("up", "--dry-run")
+    assert r.returncode == 0 and "estimate: $" in r.stdout and "-bound: " in r.stdout, out(r)
+    for cmd in ("up", "sync", "start"):
+        r = vast.run(cmd)
+        assert r.returncode == 0, f"{cmd}: {out(r)}"
+    plan_file = json.loads((vast.project.cwd / ".deploy" / "plan.json").read_text())
+    assert plan_file["estimate"]["id"] == offer["id"]
+    assert plan_file["measured"]["uplink_mbps"] > 0  # the probe after `up` (then maybe the sync)
+    assert plan_file["sync"]["ended_at"] >= plan_file["sync"]["started_at"]
+    r = vast.run("logs", "--follow", timeout=120)
+    assert r.returncode == 0, out(r)
+    r = vast.run("status")
+    assert r.returncode == 0 and "estimate vs actual" in r.stdout, out(r)
+    r = vast.run("fetch")
+    assert r.returncode == 0, out(r)
+    text = r.stdout
+    assert f"estimate vs actual (offer {offer['id']}" in text
+    lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.startswith("  ") and ln.split()}
+    for phase in ("upload", "pull", "extract", "train", "total"):
+        assert phase in lines, text
+        assert lines[phase].split()[-1] != "-" or phase == "train", lines[phase]
+    assert "(3 epochs)" in lines["train"]
+    corrections = json.loads((vast.project.cwd / ".deploy" / "plan.json").read_text())["measured"]["corrections"]
+    assert set(corrections) >= {"train"}  # the next estimate starts from this run's figures
+    assert vast.run("down").returncode == 0
