@@ -259,10 +259,9 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
         if ds.get("cache") and cache_bytes:
             job.upload_bytes = cache_bytes + data_bytes
             src["upload"] = f"feature cache {ds['cache']}" + (f" + dataset {ds['path']}" if data_bytes else "")
-            cached = measured.get("cached_videos")
             videos_to_extract = 0  # the cache holds the features: the host's extract finds nothing to do
-            if not data_bytes:  # cache only: train on what it holds
-                videos = int(cached or cache_bytes / max(1, job.frames * job.feature_dim * 2))
+            if not data_bytes:  # cache only: train on what it holds (float16 [frames, dim] per video)
+                videos = int(cache_bytes / max(1, job.frames * job.feature_dim * 2))
         else:
             job.upload_bytes = data_bytes
             src["upload"] = f"dataset {ds.get('path')}" if data_bytes else "nothing local to send"

@@ -113,6 +113,11 @@ def run_times(train_log: str, history_csv: str = "") -> dict:
     """{started, extract_start, train_start, ended, exit_code, epochs} from train.log / history."""
     out: dict = {}
     for line in train_log.splitlines():
+        if line.startswith("usable videos: "):  # trainer extract's summary (trainer/extract.py print_summary)
+            n = line.split()[2].rstrip(",")
+            if n.isdigit():
+                out["videos"] = int(n)
+            continue
         parts = line.split()
         if len(parts) < 3 or parts[0] != "[deploy]" or (t := _ts(parts[1])) is None:
             continue
@@ -159,7 +164,7 @@ def learn(root, est: dict, act: dict, times: dict) -> dict:
         e, a = (est.get("phases") or {}).get(p), act.get(p)
         if e and a and e > 0 and a > 0 and times.get("ended"):
             corrections[p] = round(float(used.get(p) or 1.0) * a / e, 3)
-    update(root, measured={"corrections": corrections})
+    update(root, measured={"corrections": corrections, **({"videos": times["videos"]} if times.get("videos") else {})})
     return corrections
 
 
@@ -205,7 +210,8 @@ def remote_run_files(remote, run_dir: str) -> tuple[str, str]:
     """train.log's [deploy] lines and training_history.csv of a run on the host (one round trip)."""
     from deploy.remote import rpath
 
-    out = remote.run(f"cd {rpath(run_dir)} 2>/dev/null && {{ grep '^\\[deploy\\] ' train.log 2>/dev/null; "
+    wanted = "-e '^\\[deploy\\] ' -e '^usable videos: '"
+    out = remote.run(f"cd {rpath(run_dir)} 2>/dev/null && {{ grep {wanted} train.log 2>/dev/null; "
                      f"echo @@history; cat training_history.csv 2>/dev/null; }}").stdout
     log, _, hist = out.partition("@@history\n")
     return log, hist

@@ -207,14 +207,14 @@ def test_run_times_from_the_run_scripts_own_lines():
     log = "\n".join([
         "[deploy] 2026-12-01T10:00:00Z run r1 on box",
         "[deploy] 2026-12-01T10:00:05Z extract",
-        "extracted 10 videos",
+        "usable videos: 10, failed: 0, padded (short videos): 0",
         "[deploy] 2026-12-01T10:10:05Z train",
         "[deploy] 2026-12-01T10:40:05Z run ended with exit code 0",
     ])
     hist = "epoch,accuracy\n0,0.5\n1,0.6\n2,0.7\n"
     t = plan_report.run_times(log, hist)
     assert t["train_start"] - t["extract_start"] == 600 and t["ended"] - t["train_start"] == 1800
-    assert t["epochs"] == 3 and t["exit_code"] == "0"
+    assert t["epochs"] == 3 and t["exit_code"] == "0" and t["videos"] == 10
 
 
 def test_a_finished_run_corrects_the_next_estimate(tmp_path):
