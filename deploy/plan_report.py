@@ -55,13 +55,19 @@ def save(data: dict, root: str | os.PathLike = ".deploy") -> None:
 
 
 def update(root, **sections) -> dict:
-    data = load(root)
-    for k, v in sections.items():
-        if isinstance(v, dict) and isinstance(data.get(k), dict):
-            data[k] = {**data[k], **v}
-        else:
-            data[k] = v
-    save(data, root)
+    """Read-merge-write under an flock, so `status` in a second terminal cannot drop a `sync`'s figures."""
+    import fcntl
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / ".plan.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        data = load(root)
+        for k, v in sections.items():
+            if isinstance(v, dict) and isinstance(data.get(k), dict):
+                data[k] = {**data[k], **v}
+            else:
+                data[k] = v
+        save(data, root)
     return data
 
 
