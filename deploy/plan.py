@@ -281,7 +281,7 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
         if got:
             job.image_bytes, src["image"] = got, "registry manifest (compressed layers)"
         else:
-            src["image"] = f"{IMAGE_GB_FALLBACK} GB (README's measured `make image` size; registry not reachable)"
+            src["image"] = "README's measured `make image` size; registry manifest not reachable"
 
     if vast.get("uplink_mbps"):
         job.uplink_mbps, src["uplink"] = float(vast["uplink_mbps"]), "vast.uplink_mbps"

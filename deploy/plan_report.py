@@ -202,7 +202,8 @@ def estimate_vs_actual(root, train_log: str, history_csv: str = "", learn_from_i
     times = run_times(train_log, history_csv)
     if not plan.get("estimate") and not times.get("train_start"):
         return []
-    if learn_from_it and times.get("ended") and plan.get("estimate"):
+    if learn_from_it and times.get("ended") and times.get("exit_code") == "0" and plan.get("estimate"):
+        # only a run that finished teaches: a failed or stopped one says nothing about the phases' speed
         learn(root, plan["estimate"], actual_hours(plan, times), times)
     return report_lines(plan, times)
 

@@ -334,3 +334,14 @@ def test_estimate_vs_actual_after_a_run_on_the_real_sshd(vast, fake_trainer):
     corrections = json.loads((vast.project.cwd / ".deploy" / "plan.json").read_text())["measured"]["corrections"]
     assert set(corrections) >= {"train"}  # the next estimate starts from this run's figures
     assert vast.run("down").returncode == 0
+
+
+def test_a_failed_run_teaches_nothing(tmp_path):
+    root = tmp_path / ".deploy"
+    est = plan.estimate(FAST, seedlike_job(upload_gb=1))
+    plan_report.remember_estimate(root, est, "inputs")
+    log = ("[deploy] 2026-12-01T10:00:00Z run r1 on box\n[deploy] 2026-12-01T10:00:00Z train\n"
+           "[deploy] 2026-12-01T10:00:09Z run ended with exit code 1\n")
+    lines = plan_report.estimate_vs_actual(root, log, "")
+    assert lines and lines[0].startswith("estimate vs actual (offer 202")
+    assert not plan_report.measured(root).get("corrections")
