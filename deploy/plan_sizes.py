@@ -62,7 +62,11 @@ def content_length(url: str, headers: dict | None = None) -> int | None:
 
 
 def kaggle_size(slug: str, headers: dict, api_base: str) -> int | None:
-    """`totalBytes` of GET {api}/datasets/view/{owner}/{slug} (the Kaggle API's dataset metadata)."""
+    """`totalBytes` of GET {api}/datasets/view/{owner}/{slug} (the Kaggle API's dataset metadata).
+
+    The endpoint is the kaggle-api client's `datasets_view`; `totalBytes` is the field its
+    models (kaggle_models_extended.py: Dataset / File) turn into the size the CLI prints.
+    """
     try:
         with _get(f"{api_base.rstrip('/')}/datasets/view/{slug}", headers) as r:
             meta = json.loads(r.read().decode())
