@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from deploy import plan
+from deploy import plan, plan_config
 from deploy.cost import fmt_usd
 
 if TYPE_CHECKING:  # only for type hints: vast.py imports this module
@@ -173,4 +173,4 @@ def print_table(pairs: list[tuple[dict, dict]], s: "VastSettings", job: "plan.Jo
         console.print(f"{i}. offer {o['id']}: {plan.breakdown(est)} = {plan.fmt_minutes(est['job_hours'])}, "
                       f"{fmt_usd(est['job_cost_usd'])} (disk {fmt_usd(est['disk_usd'])} of it) - {plan.bound(est)}",
                       highlight=False, markup=False)
-    console.print(f"job model inputs: {plan.describe_inputs(job)}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"job model inputs: {plan_config.describe_inputs(job)}", highlight=False, markup=False, soft_wrap=True)

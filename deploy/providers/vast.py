@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import cost, plan, plan_report, vast_offers
+from deploy import cost, plan, plan_config, plan_report, vast_offers
 from deploy.errors import UsageError
 from deploy.providers.base import Host, Provider
 
@@ -245,7 +245,7 @@ class VastProvider(Provider):
     def _job(self):
         """The job model's inputs for this project (deploy/plan.py), looked up once per command."""
         if getattr(self, "_job_cache", None) is None:
-            self._job_cache = plan.job_from_config(self.config, plan_report.measured(self.state.root))
+            self._job_cache = plan_config.job_from_config(self.config, plan_report.measured(self.state.root))
         return self._job_cache
 
     def _search(self) -> list[tuple[dict, dict]]:
@@ -472,7 +472,7 @@ class VastProvider(Provider):
                 self._give_up_on(iid, f"interrupted: {type(exc).__name__}")
                 raise
             self._record_host(host)
-            plan_report.remember_estimate(self.state.root, est, plan.describe_inputs(self._job()),
+            plan_report.remember_estimate(self.state.root, est, plan_config.describe_inputs(self._job()),
                                           self._job().corrections)
             plan_report.update(self.state.root, up={"started_at": started, "ended_at": time.time()})
             self._install_watchdog(host)

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from deploy import plan, plan_report, plan_sizes
+from deploy import plan, plan_config, plan_report, plan_sizes
 
 
 def spec_offer(**over) -> dict:
@@ -102,7 +102,7 @@ def test_dataset_cache_sends_only_the_cache_and_skips_extraction(tmp_path):
     (cache / "features" / "a.npy").write_bytes(b"x" * 3_000_000)
     cfg = {"dataset": {"path": str(tmp_path / "no-such-dataset"), "cache": str(cache)},
            "vast": {"image_gb": 3, "uplink_mbps": 40}, "train": {"config": None, "args": ["--epochs", "7"]}}
-    job = plan.job_from_config(cfg, lookups=False)
+    job = plan_config.job_from_config(cfg, lookups=False)
     assert job.upload_bytes == 3_000_000 and job.videos == 0 and job.epochs == 7
     assert job.uplink_mbps == 40 and job.image_bytes == 3_000_000_000
     assert plan.estimate(FAST, job)["phases"]["extract"] == 0
@@ -115,7 +115,7 @@ def test_local_dataset_counts_videos_and_bytes(tmp_path):
         for i in range(5):
             (ds / cls / f"v{i}.mp4").write_bytes(b"v" * 1000)
     (ds / "README.txt").write_text("not a video")
-    job = plan.job_from_config({"dataset": {"path": str(ds)}, "vast": {"image_gb": 1}, "train": {}},
+    job = plan_config.job_from_config({"dataset": {"path": str(ds)}, "vast": {"image_gb": 1}, "train": {}},
                                measured={"uplink_mbps": 77, "uplink_how": "by sync"}, lookups=False)
     assert job.videos == 10 and job.upload_bytes == 10_000 + len("not a video")
     assert job.train_samples == 7 and job.uplink_mbps == 77
@@ -159,7 +159,7 @@ def test_download_size_comes_from_content_length(http_server):
     server, addr = http_server
     _Handler.routes = {"/rlvs.zip": (200, {"Content-Length": "123456789"}, b"")}
     cfg = {"dataset": {"url": f"http://{addr}/rlvs.zip", "path": None}, "vast": {"image_gb": 1}, "train": {}}
-    job = plan.job_from_config(cfg, env={})
+    job = plan_config.job_from_config(cfg, env={})
     assert job.download_bytes == 123_456_789 and job.upload_bytes == 0
     assert job.sources["download"] == "HTTP Content-Length"
 
@@ -169,7 +169,7 @@ def test_kaggle_size_comes_from_the_dataset_view(http_server):
     body = json.dumps({"ref": "owner/set", "totalBytes": 987654321}).encode()
     _Handler.routes = {"/api/v1/datasets/view/owner/set": (200, {"Content-Type": "application/json"}, body)}
     cfg = {"dataset": {"kaggle": "owner/set", "path": None}, "vast": {"image_gb": 1}, "train": {}}
-    job = plan.job_from_config(cfg, env={"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k",
+    job = plan_config.job_from_config(cfg, env={"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k",
                                          "DEPLOY_KAGGLE_API": f"http://{addr}/api/v1"})
     assert job.download_bytes == 987_654_321
 
@@ -221,7 +221,7 @@ def test_a_finished_run_corrects_the_next_estimate(tmp_path):
     root = tmp_path / ".deploy"
     job = seedlike_job(upload_gb=1)
     est = plan.estimate(FAST, job)
-    plan_report.remember_estimate(root, est, plan.describe_inputs(job))
+    plan_report.remember_estimate(root, est, plan_config.describe_inputs(job))
     plan_report.record_sync(root, 1000.0, 1100.0, 500_000_000, "local")
     train_h = est["phases"]["train"]
     log = ("[deploy] 2026-12-01T10:00:00Z run r1 on box\n[deploy] 2026-12-01T10:00:00Z train\n"
@@ -235,7 +235,7 @@ def test_a_finished_run_corrects_the_next_estimate(tmp_path):
     assert m["corrections"]["train"] == pytest.approx(2.0, rel=0.01)
     plan_report.print_estimate_vs_actual(root, log, "epoch\n1\n", file=_Lines([]))  # status, then fetch
     assert plan_report.measured(root)["corrections"]["train"] == m["corrections"]["train"]  # not compounded
-    again = plan.job_from_config({"dataset": {"path": None}, "vast": {"image_gb": 3}, "train": {}},
+    again = plan_config.job_from_config({"dataset": {"path": None}, "vast": {"image_gb": 3}, "train": {}},
                                  measured=m, lookups=False)
     assert again.corrections["train"] == pytest.approx(2.0, rel=0.01) and again.uplink_mbps == m["uplink_mbps"]
     job.corrections = again.corrections
