@@ -148,7 +148,7 @@ def estimate(offer: dict, job: Job, price_per_hour: float | None = None) -> dict
         "gpus": f"{offer.get('num_gpus')}x {offer.get('gpu_name')}",
         "price_per_hour": round(price, 4),
         "job_cost_usd": round(price * hours + bandwidth_usd, 4),
-        "job_hours": round(hours, 3),
+        "job_hours": round(hours, 4),
         "phases": {p: round(secs[p] / 3600, 4) for p in PHASES},
         "disk_usd": round(_f(offer, "storage_total_cost") * hours, 2),
         "bandwidth_usd": round(bandwidth_usd, 2),

@@ -457,6 +457,9 @@ class VastProvider(Provider):
                 print(f"warning: the cost guards allow {allowed:.1f} h at this price, less than expected_hours "
                       f"{self.s.expected_hours:g}: the watchdog will stop the instance before a full run "
                       f"(raise vast.budget_usd / vast.max_hours, or train with --resume afterwards)", file=sys.stderr)
+            if allowed is not None and allowed < est["job_hours"]:
+                print(f"warning: the job model estimates {plan.fmt_minutes(est['job_hours'])} for this job, more than "
+                      f"the {allowed:.1f} h the cost guards allow at this price", file=sys.stderr)
             iid = self._create(offer)
             if iid is None:
                 print(f"offer {offer['id']} was taken by someone else meanwhile; trying the next one", file=sys.stderr)

@@ -345,3 +345,21 @@ def test_a_failed_run_teaches_nothing(tmp_path):
     lines = plan_report.estimate_vs_actual(root, log, "")
     assert lines and lines[0].startswith("estimate vs actual (offer 202")
     assert not plan_report.measured(root).get("corrections")
+
+
+def test_up_warns_when_the_cost_guards_stop_the_instance_before_the_estimated_job_ends(vast):
+    from tests.deploy.conftest import out
+
+    vast.fake.add_offer(dph_base=0.9)
+    vast.set(image_gb=1, budget_usd=0.05)  # 0.05 $ at ~0.92 $/h: 3.3 min of rental
+    ds = vast.project.cwd / "dataset" / "Violence"
+    ds.mkdir(parents=True)
+    with open(ds / "big.mp4", "wb") as fh:  # 10 GB (sparse): 13 min through the 100 Mb/s default uplink
+        fh.truncate(10 * 10**9)
+    try:
+        r = vast.run("up")
+        assert r.returncode == 0, out(r)
+        assert "the job model estimates" in r.stderr and "more than the 0.1 h the cost guards allow" in r.stderr
+        assert "estimate: $" in r.stderr and "upload-bound" in r.stderr
+    finally:
+        assert vast.run("down", "--force").returncode == 0
