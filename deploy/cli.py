@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from pathlib import Path
 
 from deploy import config as config_mod
+from deploy import plan_report
 from deploy.errors import UsageError
 
 
@@ -26,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m deploy", description="train on a rented GPU (vast) or your own SSH host (ssh)")
     p.add_argument("--config", default=config_mod.DEFAULT_PATH, help="deploy config (default: %(default)s)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("offers", help="list machines the provider could rent")
+    s = sub.add_parser("offers", help="list machines the provider could rent, ranked by the whole job's cost")
+    s.add_argument("--json", action="store_true", help="the ranked offers as one JSON array")
     s = sub.add_parser("up", help="rent or check the host and record it in .deploy/")
     s.add_argument("--dry-run", action="store_true", help="say what would be rented/used, change nothing")
     s = sub.add_parser("sync", help="send code and dataset (or feature cache) with rsync")
@@ -89,7 +93,7 @@ class Context:
 
 # -- commands ---------------------------------------------------------------------
 def cmd_offers(ctx: Context) -> int:
-    return ctx.provider.offers() or 0
+    return ctx.provider.offers(as_json=getattr(ctx.args, "json", False)) or 0
 
 
 def cmd_up(ctx: Context) -> int:
@@ -100,6 +104,7 @@ def cmd_up(ctx: Context) -> int:
         return 0
     with ctx.remote(retry_for=ctx.config["ssh"]["retry_for"]) as remote:
         facts = hostcheck.probe(remote, ctx.config)
+        plan_report.probe_uplink(remote, ctx.state.root)  # the job model's uplink (deploy/plan.py)
     ctx.state.data.update(workspace=facts["workspace"], host_facts=facts)
     ctx.state.save()
     gpus = ", ".join(facts["gpus"]) or "no GPU visible (training will run on CPU)"
@@ -113,8 +118,12 @@ def cmd_sync(ctx: Context) -> int:
 
     ctx.provider.ensure_running()
     with ctx.remote() as remote:
-        run_sync(remote, ctx.layout(), ctx.config, ctx.state, bwlimit=getattr(ctx.args, "bwlimit", None),
-                 code_only=getattr(ctx.args, "code_only", False))
+        started = time.time()
+        t = run_sync(remote, ctx.layout(), ctx.config, ctx.state, bwlimit=getattr(ctx.args, "bwlimit", None),
+                     code_only=getattr(ctx.args, "code_only", False))
+    if not getattr(ctx.args, "code_only", False):  # the upload phase of estimate vs actual
+        plan_report.record_sync(ctx.state.root, started, time.time(), t.bytes_sent,
+                                (ctx.state.data.get("last_sync") or {}).get("source"))
     return 0
 
 
@@ -138,7 +147,11 @@ def cmd_status(ctx: Context) -> int:
         return 0
     with ctx.remote() as remote:
         info = collect(remote, ctx.layout(), ctx.state, facts)
+        info["estimate_vs_actual"] = plan_report.status_lines(remote, ctx.layout(), ctx.state)
+    lines = info["estimate_vs_actual"] if ctx.args.json else info.pop("estimate_vs_actual")
     render(info, as_json=ctx.args.json)
+    if lines and not ctx.args.json:
+        print("\n".join(lines))
     return 0
 
 
@@ -162,7 +175,10 @@ def cmd_fetch(ctx: Context) -> int:
 
     ctx.provider.ensure_running()
     with ctx.remote() as remote:
-        fetch(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None))
+        result = fetch(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None))
+    lines = plan_report.fetch_lines(Path(result["dest"]), ctx.state) if result["run"] == ctx.state.current_run else []
+    if lines:
+        print("\n".join(lines))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Money arithmetic for rented instances: what a run will cost, what it has cost, when to stop.
 
-Pure functions, no SDK: the offers table, `status` and the dry-run plan all use them, so
+Pure functions, no SDK: the offers table, `status` and the dry-run plan all use them (the
+whole-job estimate itself is deploy/plan.py), so
 the figures a user sees before renting and while renting are computed the same way.
 Vast.ai bills the GPU while an instance runs and the disk for as long as it exists; a
 stopped instance costs only its disk. `dph_total` (the search result and instance field)
@@ -14,12 +15,6 @@ HOURS_PER_MONTH = 30 * 24  # Vast.ai's storage_cost is $/GB/month
 
 def disk_cost_per_hour(storage_cost_per_gb_month: float | None, disk_gb: float) -> float:
     return (storage_cost_per_gb_month or 0.0) * disk_gb / HOURS_PER_MONTH
-
-
-def estimate_run_cost(price_per_hour: float, expected_hours: float, upload_gb: float = 0.0,
-                      inet_down_cost_per_gb: float | None = 0.0) -> float:
-    """$ for a run: the hourly price over the expected hours plus the dataset upload (if the host charges it)."""
-    return price_per_hour * expected_hours + upload_gb * (inet_down_cost_per_gb or 0.0)
 
 
 def hours_allowed(price_per_hour: float, max_hours: float | None, budget_usd: float | None) -> float | None:

@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from deploy.cost import estimate_run_cost, fmt_usd
+from deploy import plan, plan_config
+from deploy.cost import fmt_usd
 
 if TYPE_CHECKING:  # only for type hints: vast.py imports this module
     from deploy.providers.vast import VastSettings
@@ -80,6 +81,7 @@ def build_query(filters: list[OfferFilter]) -> dict:
 
 
 def order_for(s: "VastSettings") -> list:
+    # job_cost: the service cannot rank by it; fetch the cheapest hours, then deploy/plan.py re-ranks
     if s.order_by == "dlperf_per_dollar":
         return [["dlperf_per_dphtotal", "desc"], ["dph_total", "asc"]]
     return [["dph_total", "asc"], ["reliability", "desc"]]
@@ -93,8 +95,15 @@ def price_per_hour(offer: dict, s: "VastSettings") -> float:
     return float(offer["dph_total"])
 
 
-def run_estimate(offer: dict, s: "VastSettings", upload_gb: float) -> float:
-    return estimate_run_cost(price_per_hour(offer, s), s.expected_hours, upload_gb, offer.get("inet_down_cost"))
+def ranked(offers: list[dict], s: "VastSettings", job: "plan.Job") -> list[tuple[dict, dict]]:
+    """(offer, whole-job estimate) pairs in vast.order_by order (job_cost | price | dlperf_per_dollar)."""
+    return plan.rank(offers, job, s.order_by, price_of=lambda o: price_per_hour(o, s))
+
+
+def as_json(pairs: list[tuple[dict, dict]]) -> list[dict]:
+    """What `offers --json` prints: one element per offer, best first."""
+    return [{**est, "reliability": o.get("reliability2", o.get("reliability")), "geolocation": o.get("geolocation"),
+             "bound": plan.bound(est)} for o, est in pairs]
 
 
 def search(call, sdk, s: "VastSettings", limit: int = 64) -> list[dict]:
@@ -134,27 +143,34 @@ def explain_empty(call, sdk, s: "VastSettings") -> str:
             f"filters at once.{detail} Relax several keys under vast: in configs/deploy.yaml.")
 
 
-def print_table(offers: list[dict], s: "VastSettings", upload_gb: float, limit: int = 15, file=None) -> None:
-    """The offers, best first, as a rich table (what `python -m deploy offers` shows)."""
+def print_table(pairs: list[tuple[dict, dict]], s: "VastSettings", job: "plan.Job", limit: int = 15,
+                file=None, detail: int = 3) -> None:
+    """The offers, best first, as a rich table, then the phases of the top `detail` (what `offers` shows)."""
     from rich.console import Console
     from rich.table import Table
 
     out = file or sys.stdout
-    console = Console(file=out, width=None if out.isatty() else 150)
-    order = "DLPerf per $" if s.order_by == "dlperf_per_dollar" else "price"
+    console = Console(file=out, width=None if out.isatty() else 160)
+    order = {"dlperf_per_dollar": "DLPerf per $", "price": "price per hour"}.get(s.order_by, "whole-job cost")
     t = Table(title=f"Vast.ai offers for {s.num_gpus}x {' / '.join([s.gpu_name, *s.gpu_fallbacks])}, "
                     f"{s.disk_gb:g} GB disk, best first by {order}")
     for name, justify in [("offer id", "right"), ("GPUs", "left"), ("$/h incl. disk", "right"),
-                          ("reliability", "right"), ("down Mb/s", "right"), ("CUDA", "right"),
-                          ("DLPerf/$", "right"), (f"est. run ({s.expected_hours:g} h)", "right"),
-                          ("where", "left")]:
+                          ("reliability", "right"), ("down Mb/s", "right"), ("CPU cores", "right"),
+                          ("TFLOPS", "right"), ("DLPerf/$", "right"), ("est. job", "right"), ("job time", "right"),
+                          ("bound by", "left"), ("where", "left")]:
         t.add_column(name, justify=justify)
-    for o in offers[:limit]:
+    for o, est in pairs[:limit]:
         rel = o.get("reliability2", o.get("reliability")) or 0.0
-        t.add_row(str(o["id"]), f"{o.get('num_gpus')}x {o.get('gpu_name')}", fmt_usd(price_per_hour(o, s)),
-                  f"{rel * 100:.1f}%", f"{o.get('inet_down', 0):.0f}", str(o.get("cuda_max_good", "?")),
-                  f"{o.get('dlperf_per_dphtotal', 0):.1f}", fmt_usd(run_estimate(o, s, upload_gb)),
+        t.add_row(str(o["id"]), f"{o.get('num_gpus')}x {o.get('gpu_name')}", fmt_usd(est["price_per_hour"]),
+                  f"{rel * 100:.1f}%", f"{o.get('inet_down', 0):.0f}", f"{o.get('cpu_cores_effective') or '?'}",
+                  f"{o.get('total_flops') or 0:.0f}", f"{o.get('dlperf_per_dphtotal', 0):.1f}",
+                  fmt_usd(est["job_cost_usd"]), plan.fmt_minutes(est["job_hours"]), est["dominant"],
                   str(o.get("geolocation") or "?"))
     console.print(t)
-    if len(offers) > limit:
-        console.print(f"... and {len(offers) - limit} more")
+    if len(pairs) > limit:
+        console.print(f"... and {len(pairs) - limit} more")
+    for i, (o, est) in enumerate(pairs[:detail], 1):
+        console.print(f"{i}. offer {o['id']}: {plan.breakdown(est)} = {plan.fmt_minutes(est['job_hours'])}, "
+                      f"{fmt_usd(est['job_cost_usd'])} (disk {fmt_usd(est['disk_usd'])} of it) - {plan.bound(est)}",
+                      highlight=False, markup=False)
+    console.print(f"job model inputs: {plan_config.describe_inputs(job)}", highlight=False, markup=False, soft_wrap=True)

@@ -44,9 +44,9 @@ class Provider(ABC):
         self.config = config
         self.state = state  # deploy.state.State: the .deploy/ folder
 
-    def offers(self) -> int:
+    def offers(self, as_json: bool = False) -> int:
         """Print what could be rented (only meaningful for renting providers)."""
-        print(f"provider '{self.name}' rents nothing: there are no offers to list")
+        print("[]" if as_json else f"provider '{self.name}' rents nothing: there are no offers to list")
         return 0
 
     @abstractmethod

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import cost, vast_offers
+from deploy import cost, plan, plan_config, plan_report, vast_offers
 from deploy.errors import UsageError
 from deploy.providers.base import Host, Provider
 
@@ -44,8 +44,10 @@ VAST_DEFAULTS: dict = {
     "min_cuda": 12.2,               # highest CUDA the host driver supports (cuda_max_good)
     "direct_ports": True,           # direct SSH (faster rsync than the proxy)
     "verified": True,
-    "order_by": "price",            # price | dlperf_per_dollar
-    "expected_hours": 6.0,          # for the run-cost estimate in the offers table
+    "order_by": "job_cost",         # job_cost (deploy/plan.py's whole-job estimate) | price | dlperf_per_dollar
+    "expected_hours": 6.0,          # the cost guards' warning threshold and status's projection
+    "uplink_mbps": None,            # your upload speed; default: measured after `up` (.deploy/plan.json), 100 before
+    "image_gb": None,               # the image's compressed size; default: its registry manifest, else 6.8
     "max_hours": 12.0,              # watchdog: stop the instance after this much rental time
     "budget_usd": 30.0,             # watchdog: ... or once this much is spent
     "idle_grace_minutes": 30,       # watchdog: stop once nothing ran or was fetched for this long
@@ -65,6 +67,7 @@ _TYPES = {
     "gpu_fallbacks": list, "num_gpus": int, "min_reliability": (int, float, type(None)),
     "max_price_per_hour": (int, float, type(None)), "min_inet_down_mbps": (int, float, type(None)),
     "min_cuda": (int, float, type(None)), "direct_ports": bool, "verified": bool, "order_by": str,
+    "uplink_mbps": (int, float, type(None)), "image_gb": (int, float, type(None)),
     "expected_hours": (int, float), "max_hours": (int, float, type(None)), "budget_usd": (int, float, type(None)),
     "idle_grace_minutes": (int, float), "bid_price": (int, float, type(None)),
     "ready_timeout_minutes": (int, float), "max_attempts": int, "label": (str, type(None)), "env": dict,
@@ -91,6 +94,8 @@ class VastSettings:
     verified: bool
     order_by: str
     expected_hours: float
+    uplink_mbps: float | None
+    image_gb: float | None
     max_hours: float | None
     budget_usd: float | None
     idle_grace_minutes: float
@@ -114,8 +119,11 @@ class VastSettings:
             if value is not None and (not isinstance(value, want) or (isinstance(value, bool) and want is not bool)):
                 raise UsageError(f"vast.{key} has the wrong type: got {value!r}")
         s = cls(**{**VAST_DEFAULTS, **section})
-        if s.order_by not in ("price", "dlperf_per_dollar"):
-            raise UsageError(f"vast.order_by must be price or dlperf_per_dollar, got {s.order_by!r}")
+        if s.order_by not in ("job_cost", "price", "dlperf_per_dollar"):
+            raise UsageError(f"vast.order_by must be job_cost, price or dlperf_per_dollar, got {s.order_by!r}")
+        for key in ("uplink_mbps", "image_gb"):
+            if getattr(s, key) is not None and getattr(s, key) <= 0:
+                raise UsageError(f"vast.{key} must be positive (or null to measure it)")
         if s.bid_price is not None and s.max_price_per_hour and s.bid_price > s.max_price_per_hour:
             raise UsageError(f"vast.bid_price {s.bid_price} is above vast.max_price_per_hour {s.max_price_per_hour}")
         for key in ("disk_gb", "num_gpus", "expected_hours", "ready_timeout_minutes", "max_attempts", "poll_seconds"):
@@ -234,22 +242,26 @@ class VastProvider(Provider):
         return pub.read_text().strip()
 
     # -- offers -----------------------------------------------------------------------
-    def _upload_gb(self) -> float:
-        path = self.config.get("dataset", {}).get("path")
-        if not path or not Path(path).is_dir():
-            return 0.0
-        return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e9
+    def _job(self):
+        """The job model's inputs for this project (deploy/plan.py), looked up once per command."""
+        if getattr(self, "_job_cache", None) is None:
+            self._job_cache = plan_config.job_from_config(self.config, plan_report.measured(self.state.root))
+        return self._job_cache
 
-    def _search(self) -> list[dict]:
+    def _search(self) -> list[tuple[dict, dict]]:
+        """(offer, whole-job estimate) pairs that pass every filter, in vast.order_by order."""
         offers = vast_offers.search(self._call, self.sdk, self.s)
         if not offers:
             raise UsageError(vast_offers.explain_empty(self._call, self.sdk, self.s))
-        return offers
+        return vast_offers.ranked(offers, self.s, self._job())
 
-    def offers(self) -> int:
-        offers = self._search()
-        vast_offers.print_table(offers, self.s, self._upload_gb())
-        best = offers[0]
+    def offers(self, as_json: bool = False) -> int:
+        pairs = self._search()
+        if as_json:
+            print(json.dumps(vast_offers.as_json(pairs), indent=2))
+            return 0
+        vast_offers.print_table(pairs, self.s, self._job())
+        best = pairs[0][0]
         allowed = cost.hours_allowed(vast_offers.price_per_hour(best, self.s), self.s.max_hours, self.s.budget_usd)
         if allowed is not None:
             print(f"cost guards: the watchdog stops the instance after {allowed:.1f} h of rental at the best offer's "
@@ -430,9 +442,10 @@ class VastProvider(Provider):
         if existing is not None:
             return self._reuse(existing)
         self._public_key()  # fail before renting, not after
-        offers = self._search()
+        pairs = self._search()
         tried = 0
-        for offer in offers:
+        started = time.time()
+        for offer, est in pairs:
             if tried >= self.s.max_attempts:
                 break
             tried += 1
@@ -444,6 +457,9 @@ class VastProvider(Provider):
                 print(f"warning: the cost guards allow {allowed:.1f} h at this price, less than expected_hours "
                       f"{self.s.expected_hours:g}: the watchdog will stop the instance before a full run "
                       f"(raise vast.budget_usd / vast.max_hours, or train with --resume afterwards)", file=sys.stderr)
+            if allowed is not None and allowed < est["job_hours"]:
+                print(f"warning: the job model estimates {plan.fmt_minutes(est['job_hours'])} for this job, more than "
+                      f"the {allowed:.1f} h the cost guards allow at this price", file=sys.stderr)
             iid = self._create(offer)
             if iid is None:
                 print(f"offer {offer['id']} was taken by someone else meanwhile; trying the next one", file=sys.stderr)
@@ -459,8 +475,13 @@ class VastProvider(Provider):
                 self._give_up_on(iid, f"interrupted: {type(exc).__name__}")
                 raise
             self._record_host(host)
+            plan_report.remember_estimate(self.state.root, est, plan_config.describe_inputs(self._job()),
+                                          self._job().corrections)
+            plan_report.update(self.state.root, up={"started_at": started, "ended_at": time.time()})
             self._install_watchdog(host)
             print(f"instance {iid} is up: ssh -p {host.port} {host.user}@{host.host}", file=sys.stderr)
+            print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])}, {plan.fmt_minutes(est['job_hours'])} "
+                  f"({plan.breakdown(est)}; {plan.bound(est)})", file=sys.stderr)
             return host
         raise UsageError(f"no instance became ready after {tried} attempt(s); nothing is rented "
                          f"(logs of the failed ones are in {Path(self.state.root) / 'vast-logs'})")
@@ -519,10 +540,10 @@ class VastProvider(Provider):
             print(f"dry run: would reuse instance {existing['id']} ({existing.get('actual_status')}, "
                   f"label {self.label}); nothing new would be rented")
             return
-        offers = self._search()
-        best = offers[0]
+        pairs = self._search()
+        best, est = pairs[0]
         price = vast_offers.price_per_hour(best, self.s)
-        vast_offers.print_table(offers, self.s, self._upload_gb(), limit=5)
+        vast_offers.print_table(pairs, self.s, self._job(), limit=5, detail=1)
         from vastai.api.instances import build_create_instance_payload  # what create_instance would send
 
         body = build_create_instance_payload(**{k: v for k, v in self._create_kwargs().items()})
@@ -536,8 +557,8 @@ class VastProvider(Provider):
         print("plan: wait for running + SSH (timeout "
               f"{self.s.ready_timeout_minutes:g} min, up to {self.s.max_attempts} offers) -> attach "
               f"{self._identity_file()}.pub -> install the watchdog -> sync -> start training")
-        print(f"cost: about {cost.fmt_usd(cost.estimate_run_cost(price, self.s.expected_hours))} for "
-              f"{self.s.expected_hours:g} h; the watchdog stops it after "
+        print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])} for the whole job, {plan.fmt_minutes(est['job_hours'])} "
+              f"({plan.breakdown(est)}; {plan.bound(est)}); the watchdog stops it after "
               f"{'-' if allowed is None else f'{allowed:.1f}'} h (max_hours {self.s.max_hours}, budget "
               f"{cost.fmt_usd(self.s.budget_usd)}) or {self.s.idle_grace_minutes:g} min idle")
         print("dry run: nothing was rented")

@@ -36,7 +36,7 @@ def test_offers_sends_the_filters_with_operators_and_hides_what_fails_them(vast)
     assert str(good["id"]) in r.stdout
     assert str(cheap_flaky["id"]) not in r.stdout and str(pricey["id"]) not in r.stdout
     # $/h includes the 80 GB disk: 0.90 + 0.15 $/GB/month * 80 / 720 = 0.9167
-    assert "$0.92" in r.stdout and "est. run" in r.stdout
+    assert "$0.92" in r.stdout and "est. job" in r.stdout
     assert vast.api_key not in out(r)
     assert all(req["auth"] == "user" for req in vast.fake.requests)
 
