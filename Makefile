@@ -8,7 +8,7 @@ EXTRAS ?= train,cpu,deploy,dev
 CONFIG ?= configs/deploy.yaml
 DEPLOY := $(PY) -m deploy --config $(CONFIG)
 
-.PHONY: setup test test-fast demo bench deploy logs fetch status ssh destroy run \
+.PHONY: setup test test-fast demo bench check deploy logs fetch status ssh destroy run \
         image image-cpu push local-run docker-smoke clean
 
 setup: $(STAMP)
@@ -47,6 +47,9 @@ bench: setup
 	$(PY) bench/deploy_sync.py
 
 ## deploy: a rented Vast.ai instance or your own SSH host (configs/deploy.yaml) --------
+check: setup         ## read-only preflight against the provider: rents nothing, costs nothing
+	$(DEPLOY) check
+
 deploy: setup        ## up + sync + start
 	$(DEPLOY) up && $(DEPLOY) sync && $(DEPLOY) start
 
