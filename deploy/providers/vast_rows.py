@@ -22,7 +22,7 @@ INSTANCE_FIELDS = {
     "ports", "ssh_host", "ssh_port",
 }
 CREATE_FIELDS = {"success", "new_contract", "error", "msg"}
-USER_FIELDS = {"balance"}
+USER_FIELDS = {"balance", "email", "id"}
 SSH_KEY_FIELDS = {"key"}
 
 # SKILL.md (vastai SDK): "If actual_status becomes exited, unknown, or offline it will never
