@@ -183,3 +183,21 @@ def test_bid_on_an_on_demand_instance_is_refused(vast):
     r = vast.run("bid", "0.5")
     assert r.returncode == 2 and "on-demand" in r.stderr
     assert vast.run("down", "--force").returncode == 0
+
+
+def test_up_rents_with_the_shipped_defaults_changing_only_server_image_and_key(vast):
+    """The issue's "done": configs/deploy.yaml as shipped, only server_url, image and the SSH key changed."""
+    import yaml
+
+    from tests.deploy.conftest import REPO
+
+    shipped = yaml.safe_load(open(REPO / "configs" / "deploy.yaml"))["vast"]
+    shipped.update(server_url=vast.fake.url, image="registry.example/violence-trainer:1.0")
+    vast.project.config["vast"] = shipped
+    vast.project.write_config()
+    vast.fake.interval_scale = 1.0  # the spec's create interval, against the shipped 5 s spacing
+    offer = vast.fake.add_offer(dph_base=0.9)
+    r = vast.run("up", timeout=120)
+    assert r.returncode == 0, out(r)
+    assert [i.offer["id"] for i in vast.fake.live_instances()] == [offer["id"]]
+    assert vast.run("down", "--force").returncode == 0
