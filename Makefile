@@ -8,7 +8,7 @@ EXTRAS ?= train,cpu,deploy,dev
 CONFIG ?= configs/deploy.yaml
 DEPLOY := $(PY) -m deploy --config $(CONFIG)
 
-.PHONY: setup test test-fast demo bench deploy logs fetch status ssh destroy run tensorboard watch \
+.PHONY: setup test test-fast demo bench check deploy logs fetch status ssh destroy run tensorboard watch \
         image image-cpu push local-run docker-smoke clean
 
 setup: $(STAMP)
@@ -48,6 +48,9 @@ bench: setup
 	$(PY) bench/plan_inputs.py
 
 ## deploy: a rented Vast.ai instance or your own SSH host (configs/deploy.yaml) --------
+check: setup         ## read-only preflight against the provider: rents nothing, costs nothing
+	$(DEPLOY) check
+
 deploy: setup        ## up + sync + start
 	$(DEPLOY) up && $(DEPLOY) sync && $(DEPLOY) start
 

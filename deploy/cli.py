@@ -1,4 +1,4 @@
-"""`python -m deploy [--config F] offers|up|sync|start|status|logs|fetch|ssh|down|run|tensorboard|watch`.
+"""`python -m deploy [--config F] check|offers|bid|up|sync|start|status|logs|fetch|ssh|down|run|tensorboard|watch`.
 
 Every command finds its target in `.deploy/` (written by `up`); the provider only
 rents/finds the machine, everything after "it answers SSH" is shared code.
@@ -29,8 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m deploy", description="train on a rented GPU (vast) or your own SSH host (ssh)")
     p.add_argument("--config", default=config_mod.DEFAULT_PATH, help="deploy config (default: %(default)s)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("check", help="read-only preflight against the provider: rents nothing, costs nothing")
     s = sub.add_parser("offers", help="list machines the provider could rent, ranked by the whole job's cost")
     s.add_argument("--json", action="store_true", help="the ranked offers as one JSON array")
+    s = sub.add_parser("bid", help="vast, interruptible: change the instance's bid ($/h per machine)")
+    s.add_argument("price", type=float)
     s = sub.add_parser("up", help="rent or check the host and record it in .deploy/")
     s.add_argument("--dry-run", action="store_true", help="say what would be rented/used, change nothing")
     s = sub.add_parser("sync", help="send code and dataset (or feature cache) with rsync")
@@ -94,6 +97,19 @@ class Context:
 # -- commands ---------------------------------------------------------------------
 def cmd_offers(ctx: Context) -> int:
     return ctx.provider.offers(as_json=getattr(ctx.args, "json", False)) or 0
+
+
+def cmd_check(ctx: Context) -> int:
+    from deploy.check import run_check
+
+    return run_check(ctx.provider)
+
+
+def cmd_bid(ctx: Context) -> int:
+    if not hasattr(ctx.provider, "bid"):
+        raise UsageError(f"provider '{ctx.provider.name}' rents nothing: there is no bid to change")
+    ctx.provider.bid(ctx.args.price)
+    return 0
 
 
 def cmd_up(ctx: Context) -> int:
@@ -231,9 +247,9 @@ def cmd_run(ctx: Context) -> int:
     return 0
 
 
-COMMANDS = {"offers": cmd_offers, "up": cmd_up, "sync": cmd_sync, "start": cmd_start, "status": cmd_status,
-            "logs": cmd_logs, "fetch": cmd_fetch, "ssh": cmd_ssh, "down": cmd_down, "run": cmd_run,
-            "tensorboard": cmd_tensorboard, "watch": cmd_watch}
+COMMANDS = {"check": cmd_check, "bid": cmd_bid, "offers": cmd_offers, "up": cmd_up, "sync": cmd_sync,
+            "start": cmd_start, "status": cmd_status, "logs": cmd_logs, "fetch": cmd_fetch, "ssh": cmd_ssh,
+            "down": cmd_down, "run": cmd_run, "tensorboard": cmd_tensorboard, "watch": cmd_watch}
 
 
 def main(argv: list[str] | None = None) -> int:

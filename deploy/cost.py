@@ -51,3 +51,31 @@ def spending(price_per_hour: float, hours_rented: float, max_hours: float | None
 
 def fmt_usd(x: float | None) -> str:
     return "-" if x is None else f"${x:,.2f}"
+
+
+def billed(gpu_per_hour: float, disk_per_hour: float, running_hours: float, exists_hours: float,
+           max_hours: float | None, budget_usd: float | None, expected_hours: float | None) -> dict:
+    """Spent so far the way Vast.ai bills it, and the projected total.
+
+    Vast.ai (vastai SDK SKILL.md, vast-ai/docs guides/reference/billing.mdx): "storage charges
+    begin at creation, GPU charges begin when status reaches running"; a stopped instance
+    pays its disk only. So: the GPU part for the hours it ran, the disk part for the hours
+    it has existed. The projection runs it on to the expected length or the first guard.
+    """
+    running_hours = max(0.0, min(running_hours, exists_hours or running_hours))
+    gpu = gpu_per_hour * running_hours
+    disk = disk_per_hour * exists_hours
+    price = gpu_per_hour + disk_per_hour
+    allowed = hours_allowed(price, max_hours, budget_usd)
+    horizon = expected_hours or running_hours
+    if allowed is not None:
+        horizon = min(horizon, allowed)
+    horizon = max(horizon, running_hours)  # never project less than is already spent
+    return {
+        "running_hours": round(running_hours, 3),
+        "gpu_usd": round(gpu, 2),
+        "disk_usd": round(disk, 2),
+        "spent_usd": round(gpu + disk, 2),
+        "projected_usd": round(max(gpu + disk, price * horizon + disk_per_hour * max(0.0, exists_hours - running_hours)), 2),
+        "hours_allowed": None if allowed is None else round(allowed, 2),
+    }

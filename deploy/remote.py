@@ -91,8 +91,10 @@ class Remote:
         self.known_hosts.touch(exist_ok=True)
         kwargs = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
         if host.identity_file:
+            # The agent stays on: a passphrase-protected key loaded there (ssh-add) is how it is used
+            # without a prompt. paramiko tries the key file first, then the agent's keys.
             kwargs.update(key_filename=str(Path(host.identity_file).expanduser()), look_for_keys=False,
-                          allow_agent=False)
+                          allow_agent=True)
         conn = Connection(host.host, user=host.user, port=host.port, connect_timeout=self.connect_timeout,
                           connect_kwargs=kwargs)
         conn.client.load_host_keys(str(self.known_hosts))

@@ -5,6 +5,12 @@ The query is a `{field: {op: value}}` dict, the form the `vastai` SDK sends to
 into); we build it directly so numbers stay numbers and the GPU name keeps its space
 (Vast.ai calls the card `RTX 5000Ada`). Every filter is also re-checked here on the
 results, so a guard such as `max_price_per_hour` holds even if the service ignored a field.
+
+A filter's query field and the field the rows answer it with are not always the same:
+`verified` is a request-only field (the SDK's default query sends `verified: {eq: true}`),
+while the rows carry `verification: "verified"` and `vericode: 1` (search_offers.yaml's
+response example in the vendor spec `vast-ai/docs`). `row_field` says which row field the
+client-side re-check reads.
 """
 
 from __future__ import annotations
@@ -29,8 +35,16 @@ class OfferFilter:
     field: str      # the offer field the API filters on
     op: str         # eq, gte, lte, in
     value: object
+    row_field: str | None = None   # the row field that answers it, when not `field`
+    row_value: object = None       # ... and the value it must have
+
+    @property
+    def checked_field(self) -> str:
+        return self.row_field or self.field
 
     def passes(self, offer: dict) -> bool:
+        if self.row_field:
+            return offer.get(self.row_field) == self.row_value
         v = offer.get(self.field)
         if self.field == "reliability":  # newer rows carry reliability2; older ones reliability
             v = offer.get("reliability2", v)
@@ -69,7 +83,7 @@ def offer_filters(s: "VastSettings") -> list[OfferFilter]:
     if s.direct_ports:
         f.append(OfferFilter("direct_ports", "direct_port_count", "gte", 1))
     if s.verified:
-        f.append(OfferFilter("verified", "verified", "eq", True))
+        f.append(OfferFilter("verified", "verified", "eq", True, row_field="verification", row_value="verified"))
     return f
 
 

@@ -2,14 +2,25 @@
 
 The verbs, cut like SkyPilot's sky/provision/vast/instance.py: find offers, create,
 wait until reachable, describe, destroy. Everything after "the host answers SSH" is
-deploy/'s shared code. The rules this file keeps:
+deploy/'s shared code. This file is the rental life cycle; its helpers each do one job:
+
+- vast_settings.py  the `vast:` config keys
+- vast_api.py       the SDK, rate limits, one-line errors, what a create really did
+- vast_rows.py      what an instance row means (coming up, dead, stopped, outbid, addresses)
+- vast_image.py     the image reference and the private-registry login
+- vast_wait.py      waiting until it runs and answers SSH (fresh or restarted); the billing ledger
+- vast_watchdog_setup.py  putting the cost watchdog on the instance
+
+The rules this file keeps:
 
 - Never more than one instance per project: every instance carries a label derived from
   the project folder, and `up` looks for it (the paginated instance list) before renting,
   so a crash between the create request and the state write cannot rent a second one.
-- A failed deploy leaves nothing rented: an instance that exits, goes offline or does not
-  answer SSH before the timeout is destroyed (its logs kept in .deploy/vast-logs/), and
-  the next offer is tried, a bounded number of times.
+- A failed deploy leaves nothing rented: an instance that exits, goes offline, fails with a
+  fatal status_msg or does not answer SSH before the timeout is destroyed (its logs kept in
+  .deploy/vast-logs/), so is one a failed create made anyway (`new_contract`), and one whose
+  real price turns out above max_price_per_hour; then the next offer is tried, a bounded
+  number of times.
 - The API key comes from VAST_API_KEY or the vastai config file (the SDK resolves it);
   it is never printed, logged, stored in .deploy/ or sent to the instance. The instance
   gets only the watchdog (deploy/watchdog.py), which uses the key Vast.ai gives every
@@ -23,181 +34,34 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import cost, plan, plan_config, plan_report, vast_offers
 from deploy.errors import UsageError
+from deploy.providers import vast_image, vast_rows
 from deploy.providers.base import Host, Provider
-
-# Keys under `vast:` in configs/deploy.yaml, with their defaults. Documented in the README.
-VAST_DEFAULTS: dict = {
-    "server_url": "https://console.vast.ai",
-    "image": None,                  # REGISTRY/IMAGE:TAG built from docker/ (required)
-    "disk_gb": 100,
-    "gpu_name": "RTX 5000Ada",      # Vast.ai's name for the RTX 5000 Ada Generation
-    "gpu_fallbacks": [],            # other models to accept, e.g. ["RTX A6000", "L40S"]
-    "num_gpus": 2,
-    "min_reliability": 0.98,
-    "max_price_per_hour": 2.0,      # $/h for the whole machine, disk included
-    "min_inet_down_mbps": 200,      # the dataset goes up this pipe
-    "min_cuda": 12.2,               # highest CUDA the host driver supports (cuda_max_good)
-    "direct_ports": True,           # direct SSH (faster rsync than the proxy)
-    "verified": True,
-    "order_by": "job_cost",         # job_cost (deploy/plan.py's whole-job estimate) | price | dlperf_per_dollar
-    "expected_hours": 6.0,          # the cost guards' warning threshold and status's projection
-    "uplink_mbps": None,            # your upload speed; default: measured after `up` (.deploy/plan.json), 100 before
-    "image_gb": None,               # the image's compressed size; default: its registry manifest, else 6.8
-    "max_hours": 12.0,              # watchdog: stop the instance after this much rental time
-    "budget_usd": 30.0,             # watchdog: ... or once this much is spent
-    "idle_grace_minutes": 30,       # watchdog: stop once nothing ran or was fetched for this long
-    "bid_price": None,              # $/h per machine: rent interruptible at this bid
-    "ready_timeout_minutes": 20,    # create -> running -> SSH answers
-    "max_attempts": 3,              # offers tried before giving up
-    "label": None,                  # default: derived from the project folder
-    "env": {},                      # extra environment for the container (no secrets)
-    "ssh_user": "root",
-    "poll_seconds": 5.0,
-    "api_retries": 6,               # 429 answers waited out before giving up
-    "watchdog_poll_seconds": 30.0,
-}
-
-_TYPES = {
-    "server_url": str, "image": (str, type(None)), "disk_gb": (int, float), "gpu_name": str,
-    "gpu_fallbacks": list, "num_gpus": int, "min_reliability": (int, float, type(None)),
-    "max_price_per_hour": (int, float, type(None)), "min_inet_down_mbps": (int, float, type(None)),
-    "min_cuda": (int, float, type(None)), "direct_ports": bool, "verified": bool, "order_by": str,
-    "uplink_mbps": (int, float, type(None)), "image_gb": (int, float, type(None)),
-    "expected_hours": (int, float), "max_hours": (int, float, type(None)), "budget_usd": (int, float, type(None)),
-    "idle_grace_minutes": (int, float), "bid_price": (int, float, type(None)),
-    "ready_timeout_minutes": (int, float), "max_attempts": int, "label": (str, type(None)), "env": dict,
-    "ssh_user": str, "poll_seconds": (int, float), "api_retries": int, "watchdog_poll_seconds": (int, float),
-}
-
-FAILED_STATUSES = {"exited", "offline", "unknown"}
-WATCHDOG_DIR = ".watchdog"  # under the remote workspace
+from deploy.providers.vast_api import VastApi
+from deploy.providers.vast_settings import VAST_DEFAULTS, VastSettings  # noqa: F401  (re-exported)
+from deploy.providers.vast_wait import NotReady, Outbid, WaitUntilReady  # noqa: F401
+from deploy.providers.vast_watchdog_setup import WATCHDOG_DIR, WatchdogSetup
 
 
-@dataclass
-class VastSettings:
-    server_url: str
-    image: str | None
-    disk_gb: float
-    gpu_name: str
-    gpu_fallbacks: list
-    num_gpus: int
-    min_reliability: float | None
-    max_price_per_hour: float | None
-    min_inet_down_mbps: float | None
-    min_cuda: float | None
-    direct_ports: bool
-    verified: bool
-    order_by: str
-    expected_hours: float
-    uplink_mbps: float | None
-    image_gb: float | None
-    max_hours: float | None
-    budget_usd: float | None
-    idle_grace_minutes: float
-    bid_price: float | None
-    ready_timeout_minutes: float
-    max_attempts: int
-    label: str | None
-    env: dict
-    ssh_user: str
-    poll_seconds: float
-    api_retries: int
-    watchdog_poll_seconds: float
-
-    @classmethod
-    def from_config(cls, section: dict | None) -> "VastSettings":
-        section = section or {}
-        for key, value in section.items():
-            if key not in VAST_DEFAULTS:
-                raise UsageError(f"unknown key 'vast.{key}' in the deploy config (known: {', '.join(VAST_DEFAULTS)})")
-            want = _TYPES[key]
-            if value is not None and (not isinstance(value, want) or (isinstance(value, bool) and want is not bool)):
-                raise UsageError(f"vast.{key} has the wrong type: got {value!r}")
-        s = cls(**{**VAST_DEFAULTS, **section})
-        if s.order_by not in ("job_cost", "price", "dlperf_per_dollar"):
-            raise UsageError(f"vast.order_by must be job_cost, price or dlperf_per_dollar, got {s.order_by!r}")
-        for key in ("uplink_mbps", "image_gb"):
-            if getattr(s, key) is not None and getattr(s, key) <= 0:
-                raise UsageError(f"vast.{key} must be positive (or null to measure it)")
-        if s.bid_price is not None and s.max_price_per_hour and s.bid_price > s.max_price_per_hour:
-            raise UsageError(f"vast.bid_price {s.bid_price} is above vast.max_price_per_hour {s.max_price_per_hour}")
-        for key in ("disk_gb", "num_gpus", "expected_hours", "ready_timeout_minutes", "max_attempts", "poll_seconds"):
-            if getattr(s, key) <= 0:
-                raise UsageError(f"vast.{key} must be positive")
-        for k, v in s.env.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)) or not isinstance(v, (str, int, float)):
-                raise UsageError(f"vast.env must map NAME: value, got {k!r}: {v!r}")
-            if re.search(r"KEY|TOKEN|SECRET|PASSWORD", str(k), re.I):
-                raise UsageError(f"vast.env.{k} looks like a secret: secrets never go to the instance")
-        return s
-
-
-class NotReady(Exception):
-    """An instance that will not become usable (exited, offline, timed out)."""
-
-
-class VastProvider(Provider):
+class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
     name = "vast"
     retry_auth = True  # a key attached through the API can take a moment to reach the instance
 
     def __init__(self, config: dict, state):
         super().__init__(config, state)
         self.s = VastSettings.from_config(config.get("vast"))
-        self._sdk = None
+        self.api = VastApi(self.s)
 
-    # -- the SDK ------------------------------------------------------------------------
+    # kept for vast_offers.search(call, sdk, s), which takes the caller and the SDK
     @property
     def sdk(self):
-        if self._sdk is None:
-            try:
-                from vastai import VastAI
-            except ImportError:
-                raise UsageError("the vastai SDK is not installed: pip install -e '.[deploy]'") from None
-            try:
-                # raw/quiet: data back, nothing printed by the SDK (it would never print the key anyway).
-                self._sdk = VastAI(server_url=self.s.server_url.rstrip("/"), retry=3, raw=True, quiet=True)
-            except RuntimeError:
-                raise UsageError("no Vast.ai API key: `export VAST_API_KEY=...` or save it with "
-                                 "`vastai set api-key ...` (~/.config/vastai/vast_api_key)") from None
-        return self._sdk
+        return self.api.sdk
 
     def _call(self, fn, *args, **kwargs):
-        """One SDK call, with 429 answers waited out and HTTP failures turned into one-line errors.
-
-        The SDK already retries a 429 a few times; a longer rate limit (a busy account,
-        several deploys at once) is waited out here with a growing delay.
-        """
-        import requests
-
-        delay = 2.0
-        for attempt in range(self.s.api_retries + 1):
-            try:
-                return fn(*args, **kwargs)
-            except requests.HTTPError as exc:
-                resp = exc.response
-                code = resp.status_code if resp is not None else None
-                if code == 429 and attempt < self.s.api_retries:
-                    try:
-                        wait = float(resp.headers.get("Retry-After"))
-                    except (TypeError, ValueError):
-                        wait = delay
-                    print(f"Vast.ai is rate-limiting requests (429); retrying in {wait:.0f}s", file=sys.stderr)
-                    time.sleep(wait)
-                    delay = min(delay * 2, 60)
-                    continue
-                if code in (401, 403):
-                    raise UsageError("Vast.ai rejected the API key (HTTP %s): check VAST_API_KEY or "
-                                     "~/.config/vastai/vast_api_key" % code) from None
-                raise
-            except requests.ConnectionError:
-                raise UsageError(f"cannot reach the Vast.ai API at {self.s.server_url}: check your network "
-                                 f"or vast.server_url") from None
-        raise AssertionError("unreachable")
+        return self.api.call(fn, *args, **kwargs)
 
     # -- identity of this project's instance ---------------------------------------------
     @property
@@ -289,10 +153,8 @@ class VastProvider(Provider):
                 f"if [ -f {wd}/watchdog.py ]; then "
                 f"nohup python3 {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
-    def _create_kwargs(self) -> dict:
-        if not self.s.image or "REGISTRY/IMAGE" in self.s.image:
-            raise UsageError("vast.image is not set: build and push the image (make image push) and put "
-                             "REGISTRY/IMAGE:TAG in the deploy config")
+    def _create_kwargs(self, with_secrets: bool = True) -> dict:
+        vast_image.parse(self.s.image)  # one line for a missing or malformed reference
         env = {str(k): str(v) for k, v in self.s.env.items()}
         kw = dict(image=self.s.image, disk=float(self.s.disk_gb), env=env, label=self.label,
                   onstart_cmd=self._onstart(), cancel_unavail=True,
@@ -300,133 +162,76 @@ class VastProvider(Provider):
                   ssh=True, direct=self.s.direct_ports)
         if self.s.bid_price is not None:
             kw["bid_price"] = float(self.s.bid_price)
+        if self.s.image_login:
+            kw["login"] = (vast_image.login_arg(self.s.image, self.s.image_login) if with_secrets else
+                           f"-u {self.s.image_login['username']} -p ${self.s.image_login['password_env']} "
+                           f"{vast_image.parse(self.s.image)[0]}")
         return kw
 
     def _create(self, offer: dict) -> int | None:
-        """Rent `offer`; None when it was taken between search and create (404/410)."""
-        import requests
+        """Rent `offer`: its instance id, or None to try the next offer (taken, price moved).
 
-        try:
-            r = self._call(self.sdk.create_instance, offer["id"], **self._create_kwargs())
-        except requests.HTTPError as exc:
-            code = exc.response.status_code if exc.response is not None else None
-            if code in (404, 410):
-                return None
-            raise UsageError(f"Vast.ai refused to create an instance from offer {offer['id']} "
-                             f"(HTTP {code}): {_api_message(exc)}") from None
-        if not r.get("success", True) or not r.get("new_contract"):
-            if r.get("error") in ("no_such_ask", "ask_unavailable"):
-                return None
-            raise UsageError(f"Vast.ai refused to create an instance from offer {offer['id']}: "
-                             f"{r.get('msg') or r.get('error')}")
-        return int(r["new_contract"])
+        Whatever the answer, an instance a failed create made anyway is destroyed first.
+        """
+        r = self.api.create(offer["id"], self._create_kwargs())
+        if r.leftover is not None:
+            print(f"the failed create of offer {offer['id']} still made instance {r.leftover} "
+                  f"({r.message}); destroying it", file=sys.stderr)
+            self.api.destroy(int(r.leftover))
+        if r.outcome == "ok":
+            return r.instance_id
+        if r.outcome == "taken":
+            print(f"offer {offer['id']} was taken by someone else meanwhile; trying the next one", file=sys.stderr)
+            return None
+        if r.outcome == "invalid_price":
+            print(f"offer {offer['id']}: Vast.ai refused the price ({r.message}); trying the next one",
+                  file=sys.stderr)
+            return None
+        raise UsageError(f"Vast.ai refused to create an instance from offer {offer['id']}: {r.message}"
+                         + ("; nothing is rented" if r.leftover is not None else ""))
+
+    def _real_price_ok(self, iid: int, offer: dict) -> float | None:
+        """The instance's own dph_total; None (after destroying it) when above max_price_per_hour.
+
+        Offers can change between the search and the create: the row of what was rented is
+        the price that will be billed.
+        """
+        row = self.api.show(iid) or {}
+        quoted = vast_offers.price_per_hour(offer, self.s)
+        price = float(row.get("dph_total") or quoted)
+        cap = self.s.max_price_per_hour
+        if self.s.bid_price is None and cap and price > cap + 1e-9:
+            print(f"instance {iid} from offer {offer['id']} bills {cost.fmt_usd(price)}/h, above "
+                  f"vast.max_price_per_hour {cost.fmt_usd(cap)} (the search said {cost.fmt_usd(quoted)}/h); "
+                  f"destroying it and trying the next offer", file=sys.stderr)
+            self.api.destroy(iid)
+            self._forget()
+            return None
+        return price
 
     # -- instances ---------------------------------------------------------------------
     def _show(self, iid: int) -> dict | None:
-        import requests
-
-        try:
-            row = self._call(self.sdk.show_instance, iid)
-        except requests.HTTPError as exc:
-            if exc.response is not None and exc.response.status_code == 404:
-                return None
-            raise
-        return row or None
+        return self.api.show(iid)
 
     def _labelled(self) -> list[dict]:
-        rows = self._call(self.sdk.show_instances)  # the SDK follows next_token over every page
-        return [r for r in rows if r.get("label") == self.label]
+        return self.api.labelled(self.label)
 
     def _destroy(self, iid: int, timeout: float = 60) -> bool:
-        """Destroy and confirm it is gone; False when it did not exist any more."""
-        import requests
-
-        try:
-            self._call(self.sdk.destroy_instance, iid)
-        except requests.HTTPError as exc:
-            if exc.response is not None and exc.response.status_code == 404:
-                return False
-            raise
-        deadline = time.monotonic() + timeout
-        while self._show(iid) is not None:
-            if time.monotonic() > deadline:
-                raise UsageError(f"asked Vast.ai to destroy instance {iid} but it still exists after {timeout:.0f}s: "
-                                 f"check https://cloud.vast.ai/instances/ and destroy it there")
-            time.sleep(min(self.s.poll_seconds, 2))
-        return True
+        return self.api.destroy(iid, timeout)
 
     def _save_logs(self, iid: int, why: str) -> Path | None:
         """Keep a failed instance's logs for the user before it is destroyed."""
         out = Path(self.state.root) / "vast-logs" / f"instance-{iid}.log"
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            text = self._call(self.sdk.logs, iid, tail="1000")
+            text = self.api.logs(iid)
         except Exception as exc:  # logs are a courtesy: never let them block the destroy
             text = f"(could not fetch the instance logs: {type(exc).__name__})"
-        out.write_text(f"# instance {iid}: {why}\n{text if isinstance(text, str) else json.dumps(text)}\n")
+        out.write_text(f"# instance {iid}: {why}\n{text}\n")
         return out
-
-    def _addresses(self, row: dict) -> list[tuple[str, int]]:
-        """SSH addresses: the direct one (public IP + mapped 22/tcp) first, then the proxy."""
-        out = []
-        ports = row.get("ports") or {}
-        mapped = ports.get("22/tcp") if isinstance(ports, dict) else None
-        if row.get("public_ipaddr") and mapped:
-            out.append((str(row["public_ipaddr"]).strip(), int(mapped[0]["HostPort"])))
-        if row.get("ssh_host") and row.get("ssh_port"):
-            out.append((str(row["ssh_host"]).strip(), int(row["ssh_port"])))
-        return out
-
-    def _ssh_host(self, addresses: list[tuple[str, int]]) -> Host:
-        (h, p), rest = addresses[0], addresses[1:]
-        return Host(host=h, port=p, user=self.s.ssh_user, identity_file=str(self._identity_file()),
-                    fallbacks=[{"host": fh, "port": fp} for fh, fp in rest])
-
-    def _ssh_answers(self, host: Host) -> Host | None:
-        """One SSH attempt per address (pinning the host key on first contact); the one that worked."""
-        from deploy.remote import Remote
-
-        try:
-            with Remote(host, self.state.known_hosts, connect_timeout=10).connect(
-                    retry_for=0, retry_auth=True, quiet=True) as r:
-                return r.host
-        except UsageError as exc:
-            if "CHANGED" in str(exc):
-                raise
-            return None
-
-    def _wait_ready(self, iid: int, timeout_s: float | None = None) -> Host:
-        """Poll until the instance runs and answers SSH, showing status_msg as it changes."""
-        timeout_s = timeout_s or self.s.ready_timeout_minutes * 60
-        start = time.monotonic()
-        last = None
-        while True:
-            row = self._show(iid)
-            if row is None:
-                raise NotReady(f"instance {iid} disappeared while starting")
-            status, msg = row.get("actual_status"), (row.get("status_msg") or "").strip()
-            if (status, msg) != last:
-                print(f"instance {iid} [{time.monotonic() - start:4.0f}s]: {status or 'scheduling'}"
-                      + (f" - {msg}" if msg else ""), file=sys.stderr)
-                last = (status, msg)
-            if status in FAILED_STATUSES and not _outbid(row):
-                raise NotReady(f"instance {iid} is {status}" + (f": {msg}" if msg else ""))
-            if status == "running":
-                addresses = self._addresses(row)
-                if addresses:
-                    answered = self._ssh_answers(self._ssh_host(addresses))
-                    if answered is not None:
-                        first = (answered.host, answered.port)
-                        return self._ssh_host([first] + [a for a in addresses if a != first])
-            elapsed = time.monotonic() - start
-            if elapsed > timeout_s:
-                where = "SSH did not answer" if status == "running" else f"still {status or 'scheduling'}"
-                raise NotReady(f"instance {iid}: {where} after {elapsed / 60:.1f} min "
-                               f"(vast.ready_timeout_minutes={self.s.ready_timeout_minutes:g})")
-            time.sleep(self.s.poll_seconds)
 
     def _attach_key(self, iid: int) -> None:
-        self._call(self.sdk.attach_ssh, iid, self._public_key())
+        self.api.attach_key(iid, self._public_key())
 
     def _record_host(self, host: Host, row: dict | None = None) -> None:
         facts = {"instance_id": self.vstate.get("instance_id"), "label": self.label,
@@ -442,6 +247,7 @@ class VastProvider(Provider):
         if existing is not None:
             return self._reuse(existing)
         self._public_key()  # fail before renting, not after
+        self._create_kwargs()  # image reference and registry login: fail before renting too
         pairs = self._search()
         tried = 0
         started = time.time()
@@ -462,10 +268,14 @@ class VastProvider(Provider):
                       f"the {allowed:.1f} h the cost guards allow at this price", file=sys.stderr)
             iid = self._create(offer)
             if iid is None:
-                print(f"offer {offer['id']} was taken by someone else meanwhile; trying the next one", file=sys.stderr)
                 continue
             self._remember(iid, offer, price)
             try:
+                real = self._real_price_ok(iid, offer)
+                if real is None:
+                    continue
+                if real != price:
+                    self._remember(iid, offer, real, self.vstate.get("created_at"))
                 self._attach_key(iid)
                 host = self._wait_ready(iid)
             except NotReady as exc:
@@ -518,14 +328,11 @@ class VastProvider(Provider):
 
     def _reuse(self, row: dict) -> Host:
         iid = int(row["id"])
-        if _outbid(row):
-            raise UsageError(_outbid_message(iid))
-        if row.get("intended_status") == "stopped" or row.get("actual_status") in ("exited", "stopped"):
-            print(f"instance {iid} is stopped; starting it", file=sys.stderr)
-            self._call(self.sdk.start_instance, iid)
+        if not vast_rows.is_running(row):
+            print(f"instance {iid} is {row.get('actual_status') or 'not running'}; starting it", file=sys.stderr)
         self._attach_key(iid)
         try:
-            host = self._wait_ready(iid)
+            host = self._start_again(iid, row)
         except NotReady as exc:
             raise UsageError(f"{exc}: the instance is kept (it may hold results); `python -m deploy down --force` "
                              f"destroys it") from None
@@ -546,7 +353,7 @@ class VastProvider(Provider):
         vast_offers.print_table(pairs, self.s, self._job(), limit=5, detail=1)
         from vastai.api.instances import build_create_instance_payload  # what create_instance would send
 
-        body = build_create_instance_payload(**{k: v for k, v in self._create_kwargs().items()})
+        body = build_create_instance_payload(**self._create_kwargs(with_secrets=False))
         body["env"] = {k: ("***" if re.search(r"KEY|TOKEN|SECRET|PASSWORD", k, re.I) else v)
                        for k, v in body["env"].items()}
         allowed = cost.hours_allowed(price, self.s.max_hours, self.s.budget_usd)
@@ -578,7 +385,7 @@ class VastProvider(Provider):
         return host
 
     def ensure_running(self) -> None:
-        """Before sync/fetch: start an instance the watchdog stopped; report an outbid one."""
+        """Before sync/fetch: start an instance the watchdog stopped (waiting through its restart lag)."""
         iid = self.vstate.get("instance_id")
         if iid is None:
             raise UsageError("no Vast.ai instance recorded: run `python -m deploy up` first")
@@ -587,21 +394,43 @@ class VastProvider(Provider):
             self._forget()
             raise UsageError(f"instance {iid} no longer exists on Vast.ai (destroyed, or expired); "
                              f"forgot it: run `python -m deploy up` to rent a new one")
-        if _outbid(row):
-            raise UsageError(_outbid_message(int(iid)))
-        if row.get("actual_status") == "running" and row.get("intended_status") != "stopped":
+        self._observe(row)
+        if vast_rows.is_running(row):
             self._touch_activity()
             return
-        print(f"instance {iid} is stopped (by the watchdog or by you); starting it again - it bills by the hour "
-              f"until stopped: run `python -m deploy down` once your results are fetched", file=sys.stderr)
-        self._call(self.sdk.start_instance, int(iid))
+        print(f"instance {iid} is stopped (by the watchdog, by you, or outbid); starting it again - it bills by "
+              f"the hour until stopped: run `python -m deploy down` once your results are fetched", file=sys.stderr)
         try:
-            host = self._wait_ready(int(iid))
+            host = self._start_again(int(iid), row)
         except NotReady as exc:
             raise UsageError(f"{exc}: could not start instance {iid} again") from None
         self._record_host(host)  # addresses change across a stop/start
         self._install_watchdog(host)
         self._touch_activity()
+
+    def bid(self, price: float) -> None:
+        """Raise (or lower) an interruptible instance's bid: PUT /instances/bid_price/{id}/ (change_bid.yaml)."""
+        iid = self.vstate.get("instance_id")
+        if iid is None:
+            raise UsageError("no Vast.ai instance recorded: run `python -m deploy up` first")
+        row = self._show(int(iid))
+        if row is None:
+            raise UsageError(f"instance {iid} no longer exists on Vast.ai: run `python -m deploy up`")
+        if not row.get("is_bid"):
+            raise UsageError(f"instance {iid} is on-demand, not interruptible: it has no bid to change")
+        # change_bid.yaml x-input-validation: 0.001 <= price <= 32 * number of GPUs
+        top = 32.0 * int(row.get("num_gpus") or 1)
+        if not 0.001 <= price <= top:
+            raise UsageError(f"a bid must be between $0.001 and ${top:g}/h for this machine, got {price:g}")
+        if self.s.max_price_per_hour and price > self.s.max_price_per_hour:
+            raise UsageError(f"a bid of {cost.fmt_usd(price)}/h is above vast.max_price_per_hour "
+                             f"{cost.fmt_usd(self.s.max_price_per_hour)}: raise that first if you mean it")
+        self.api.change_bid(int(iid), price)
+        _, disk = vast_rows.hourly_parts(row)
+        self.vstate.update(bid_price=price, price_per_hour=round(price + disk, 6))
+        self.state.save()
+        print(f"bid for instance {iid} is now {cost.fmt_usd(price)}/h (+ {cost.fmt_usd(disk)}/h disk); it runs "
+              f"again once that is the highest bid for the machine - `python -m deploy fetch` or `sync` waits for it")
 
     def describe(self) -> dict:
         iid = self.vstate.get("instance_id")
@@ -610,25 +439,31 @@ class VastProvider(Provider):
         row = self._show(int(iid))
         if row is None:
             return {"provider": "vast", "instance": f"{iid} (no longer exists: run `python -m deploy down`)"}
-        price = float(row.get("dph_total") or self.vstate.get("price_per_hour") or 0.0)
-        hours = max(0.0, time.time() - float(row.get("start_date") or time.time())) / 3600
-        money = cost.spending(price, hours, self.s.max_hours, self.s.budget_usd, self.s.expected_hours)
+        self._observe(row)
+        gpu_rate, disk_rate = vast_rows.hourly_parts(row, self.vstate.get("price_per_hour") or 0.0)
+        exists_h = max(0.0, time.time() - float(row.get("start_date") or time.time())) / 3600
+        money = cost.billed(gpu_rate, disk_rate, self._running_hours(), exists_h, self.s.max_hours,
+                            self.s.budget_usd, self.s.expected_hours)
         status = row.get("actual_status") or "scheduling"
-        if _outbid(row):
-            status = "outbid (stopped until the bid wins again)"
+        if vast_rows.outbid(row):
+            status = ("stopped: outbid, or stopped by the watchdog (interruptible): it runs again when its bid is the "
+                      "highest; `python -m deploy bid PRICE` raises it")
         elif row.get("intended_status") == "stopped":
             status = "stopped (disk kept, GPU not billed)"
         return {
-            "reachable": row.get("actual_status") == "running" and row.get("intended_status") != "stopped",
+            "reachable": vast_rows.is_running(row),
             "provider": "vast",
             "instance": iid,
             "label": self.label,
             "status": status,
             "status_msg": (row.get("status_msg") or "").strip(),
             "gpus": f"{row.get('num_gpus')}x {row.get('gpu_name')}",
-            "price_per_hour": cost.fmt_usd(money["price_per_hour"]),
-            "time_rented": _fmt_hours(money["hours_rented"]),
-            "spent": cost.fmt_usd(money["spent_usd"]),
+            "price_per_hour": (f"{cost.fmt_usd(gpu_rate + disk_rate)} while running "
+                               f"({cost.fmt_usd(disk_rate)} disk only while stopped)"),
+            "time_rented": _fmt_hours(exists_h),
+            "time_running": _fmt_hours(money["running_hours"]),
+            "spent": (f"{cost.fmt_usd(money['spent_usd'])} (GPU {cost.fmt_usd(money['gpu_usd'])} while running, "
+                      f"disk {cost.fmt_usd(money['disk_usd'])} since created)"),
             "projected_total": cost.fmt_usd(money["projected_usd"]),
             "guards": (f"max_hours {self.s.max_hours}, budget {cost.fmt_usd(self.s.budget_usd)}, "
                        f"idle grace {self.s.idle_grace_minutes:g} min"
@@ -666,91 +501,6 @@ class VastProvider(Provider):
         if host is not None:
             _unpin(self.state.known_hosts, host)
         self._forget()
-
-    # -- the on-instance watchdog ----------------------------------------------------------
-    def _watchdog_config(self) -> dict:
-        return {
-            "instance_id": self.vstate.get("instance_id"),
-            "server_url": self.s.server_url.rstrip("/"),
-            "price_per_hour": self.vstate.get("price_per_hour") or 0.0,
-            "rented_since": self.vstate.get("created_at") or time.time(),
-            "max_hours": self.s.max_hours,
-            "budget_usd": self.s.budget_usd,
-            "idle_grace_minutes": self.s.idle_grace_minutes,
-            "workspace": self.config.get("remote", {}).get("workspace", "/workspace"),
-            "auto_resume": self.s.bid_price is not None,  # an outbid run continues when the bid wins again
-            "poll_seconds": self.s.watchdog_poll_seconds,
-        }
-
-    def _install_watchdog(self, host: Host) -> None:
-        """Copy deploy/watchdog.py to the instance and (re)start it detached.
-
-        It is one self-contained file: deploy/ is not synced to the instance, only trainer/.
-        """
-        from deploy.remote import Remote, q, rpath
-
-        ws = self.config.get("remote", {}).get("workspace", "/workspace")
-        wd = f"{ws.rstrip('/')}/{WATCHDOG_DIR}"
-        source = (Path(__file__).resolve().parent.parent / "watchdog.py").read_text()
-        py = self.config.get("remote", {}).get("python") or "python3"
-        if py == "auto-venv":
-            py = "python3"
-        with Remote(host, self.state.known_hosts).connect(retry_for=30, retry_auth=True, quiet=True) as r:
-            for name, text in (("watchdog.py", source), ("config.json", json.dumps(self._watchdog_config(), indent=2))):
-                # stream(): a raw channel that sends EOF after stdin, for files of any size
-                out: list[bytes] = []
-                code = r.stream(f"mkdir -p {rpath(wd)} && cat > {rpath(wd)}/{name}.tmp && "
-                                f"mv {rpath(wd)}/{name}.tmp {rpath(wd)}/{name}", out.append, stdin=text.encode())
-                if code != 0:
-                    raise UsageError(f"installing the watchdog on {host.host} failed: "
-                                     f"{b''.join(out).decode(errors='replace').strip() or 'connection lost'}")
-            # Start it, then wait (up to 15 s) for its first word: a watchdog that cannot work
-            # (no instance key, no vastai in the image) must be reported now, not discovered on the bill.
-            said = r.check(
-                f"cd {rpath(wd)} && {{ [ -f watchdog.pid ] && kill $(cat watchdog.pid) 2>/dev/null; true; }} && "
-                f"size=$(wc -c < watchdog.log 2>/dev/null || echo 0) && "
-                f"{{ nohup setsid {q(py)} watchdog.py --config config.json >> watchdog.log 2>&1 < /dev/null & }}; "
-                f"i=0; while [ $i -lt 150 ]; do new=$(tail -c +$((size + 1)) watchdog.log 2>/dev/null); "
-                f"case \"$new\" in *'watching instance'*) echo OK; exit 0;; *exiting*) printf '%s\\n' \"$new\" | tail -n 1; "
-                f"exit 0;; esac; sleep 0.1; i=$((i + 1)); done; echo 'no word from the watchdog after 15 s'",
-                "starting the watchdog").strip()
-        if said != "OK":
-            print(f"warning: the cost watchdog is not running on the instance ({said.split('watchdog: ', 1)[-1]}); "
-                  f"see {wd}/watchdog.log there", file=sys.stderr)
-
-    def _touch_activity(self) -> None:
-        """Tell the watchdog someone is using the instance (sync/fetch): its idle clock restarts."""
-        from deploy.remote import Remote, rpath
-
-        host = self.state.get_host()
-        if host is None:
-            return
-        ws = self.config.get("remote", {}).get("workspace", "/workspace")
-        try:
-            with Remote(host, self.state.known_hosts).connect(retry_for=10, quiet=True) as r:
-                r.run(f"mkdir -p {rpath(ws + '/' + WATCHDOG_DIR)} && touch {rpath(ws + '/' + WATCHDOG_DIR)}/activity")
-        except UsageError:
-            pass  # the command that follows reports an unreachable host itself
-
-
-def _outbid(row: dict) -> bool:
-    """An interruptible instance stopped by the market, not by anyone's request."""
-    return bool(row.get("is_bid")) and row.get("intended_status") == "running" and \
-        row.get("actual_status") in ("exited", "stopped") and row.get("cur_state") == "stopped"
-
-
-def _outbid_message(iid: int) -> str:
-    return (f"instance {iid} was outbid (interruptible rental): it is stopped until your bid is the highest "
-            f"again. Raise vast.bid_price, or wait; once it runs again, `python -m deploy start --resume` "
-            f"continues training from the last checkpoint")
-
-
-def _api_message(exc) -> str:
-    try:
-        body = exc.response.json()
-        return body.get("msg") or body.get("error") or str(body)
-    except Exception:
-        return str(exc)
 
 
 def _fmt_hours(h: float) -> str:

@@ -168,9 +168,13 @@ class Vast:
         sshd.authorized_keys.write_text("")
         fake.authorized_keys_file = sshd.authorized_keys
         fake.ssh_direct = fake.ssh_proxy = (sshd.host, sshd.port)
+        # The fake enforces the create endpoint's minimum interval (4.5 s in the spec); scaled
+        # down here so tests stay fast, with our own spacing scaled to match.
+        fake.interval_scale = 0.02
         project.write_config(provider="vast", vast={
             "server_url": fake.url, "image": "registry.example/violence-trainer:1.0", "disk_gb": 80,
-            "poll_seconds": 0.05, "ready_timeout_minutes": 0.25, "max_attempts": 3,
+            "poll_seconds": 0.05, "ready_timeout_minutes": 0.25, "restart_timeout_minutes": 0.25,
+            "create_interval_seconds": 0.1, "max_attempts": 3,
             "watchdog_poll_seconds": 0.2, "env": {"TF_CPP_MIN_LOG_LEVEL": "2"},
         })
 

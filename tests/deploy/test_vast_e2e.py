@@ -45,6 +45,7 @@ def test_deploy_logs_idle_stop_fetch_destroy_leaves_nothing_rented(vast, fake_tr
     assert by_instance and all(q["path"] == f"/api/v0/instances/{inst.id}/" for q in by_instance)
     assert r.returncode == 0
 
+    fake.restart_lag = 0.5  # as on Vast.ai, the started instance reads `exited` while it waits for its GPUs
     r = vast.run("fetch")  # make fetch: starts it again, fetches, says to destroy it
     assert r.returncode == 0, out(r)
     assert "starting it again" in r.stderr and "deploy down" in r.stderr

@@ -262,6 +262,7 @@ def test_fetch_on_a_stopped_instance_starts_it_and_says_to_down_it(vast, fake_tr
         time.sleep(0.1)
     (inst,) = vast.fake.live_instances()
     vast.fake._set_state(inst.id, "stopped")  # as the watchdog would
+    vast.fake.restart_lag = 0.5  # started again, it reads `exited` a while (waiting for its GPUs)
     r = vast.run("status")  # answered from the API alone: a stopped host is not dialled
     assert r.returncode == 0 and "stopped (disk kept" in r.stdout and "not running" in r.stdout, out(r)
     r = vast.run("fetch")

@@ -1,0 +1,197 @@
+"""`python -m deploy check`: a read-only preflight against Vast.ai that rents nothing and costs nothing.
+
+It asks the service only what reading costs nothing (the account, its SSH keys, one offer
+search, one broader search when nothing matches) and checks the local half (the SSH key,
+the image reference). Each finding is one line: `ok`, `warn` (works, but look), or `FIX`
+(what to change). Exit 2 when anything must be fixed. The API key is never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from deploy import cost, vast_offers
+from deploy.errors import UsageError
+
+
+class Findings:
+    def __init__(self):
+        self.lines: list[tuple[str, str, str]] = []
+
+    def add(self, level: str, what: str, text: str) -> None:
+        self.lines.append((level, what, text))
+        print(f"{level:<5} {what:<12} {text}", flush=True)
+
+    @property
+    def failed(self) -> bool:
+        return any(level == "FIX" for level, _, _ in self.lines)
+
+
+def run_check(provider) -> int:
+    if provider.name != "vast":
+        print(f"provider '{provider.name}' rents nothing: `python -m deploy up` checks the host itself")
+        return 0
+    f = Findings()
+    user = _check_api_key(provider, f)
+    if user is not None:
+        _check_credit(provider, user, f)
+    public = _check_ssh_key(provider, f)
+    if user is not None and public:
+        _check_key_registered(provider, public, f)
+    _check_image(provider, f)
+    if user is not None:
+        _check_offers(provider, f)
+    if f.failed:
+        print("check: fix the FIX lines above; nothing was rented")
+        return 2
+    print("check: ready to rent (`make deploy`); nothing was rented")
+    return 0
+
+
+def _check_api_key(provider, f: Findings) -> dict | None:
+    try:
+        user = provider.api.user()
+    except UsageError as exc:
+        f.add("FIX", "API key", str(exc))
+        return None
+    who = user.get("email") or user.get("id") or "this account"
+    f.add("ok", "API key", f"works (account {who}); it is read from VAST_API_KEY or ~/.config/vastai/vast_api_key")
+    return user
+
+
+def _check_credit(provider, user: dict, f: Findings) -> None:
+    s = provider.s
+    balance = user.get("balance")
+    if balance is None:
+        f.add("warn", "credit", "the account answer has no balance: check https://cloud.vast.ai/billing/")
+        return
+    need = (s.max_price_per_hour or 0.0) * min(s.expected_hours, s.max_hours or s.expected_hours)
+    if s.budget_usd:
+        need = min(need, s.budget_usd) if need else s.budget_usd
+    if float(balance) <= 0:
+        f.add("FIX", "credit", f"balance {cost.fmt_usd(float(balance))}: add credit at https://cloud.vast.ai/billing/ "
+                               f"(instances stop when it reaches $0)")
+    elif need and float(balance) < need:
+        f.add("warn", "credit", f"balance {cost.fmt_usd(float(balance))} is less than a run may cost "
+                                f"({cost.fmt_usd(need)}: max_price_per_hour x expected_hours, capped by budget_usd)")
+    else:
+        f.add("ok", "credit", f"balance {cost.fmt_usd(float(balance))}")
+
+
+def _check_ssh_key(provider, f: Findings) -> str | None:
+    """The private key loads (directly, or from the SSH agent when it has a passphrase); -> the public key."""
+    import paramiko
+
+    priv = provider._identity_file()
+    pub = Path(str(priv) + ".pub")
+    if not priv.is_file():
+        f.add("FIX", "SSH key", f"no private key at {priv}: `ssh-keygen -t ed25519` or set ssh.identity_file")
+        return None
+    if not pub.is_file():
+        f.add("FIX", "SSH key", f"no public key at {pub}: `ssh-keygen -y -f {priv} > {pub}`")
+        return None
+    public = pub.read_text().strip()
+    blob = public.split()[1] if len(public.split()) > 1 else ""
+    try:
+        try:
+            key = paramiko.PKey.from_path(str(priv))
+        except TypeError as exc:  # paramiko 5 / cryptography: "Key is password-protected, but ..."
+            if "password" not in str(exc).lower():
+                raise ValueError(str(exc)) from None
+            raise paramiko.PasswordRequiredException(str(exc)) from None
+    except paramiko.PasswordRequiredException:
+        agent_keys = []
+        if os.environ.get("SSH_AUTH_SOCK"):
+            try:
+                agent_keys = [k.get_base64() for k in paramiko.Agent().get_keys()]
+            except paramiko.SSHException:
+                agent_keys = []
+        if blob in agent_keys:
+            f.add("ok", "SSH key", f"{priv} has a passphrase and is loaded in the SSH agent")
+            return public
+        f.add("FIX", "SSH key", f"{priv} has a passphrase and the SSH agent does not hold it: run `ssh-add {priv}` "
+                                f"(deploy/ never asks for passphrases)")
+        return None
+    except (paramiko.SSHException, OSError, ValueError) as exc:
+        f.add("FIX", "SSH key", f"{priv} does not load as an SSH private key ({exc})")
+        return None
+    if key.get_base64() != blob:
+        f.add("FIX", "SSH key", f"{pub} is not the public half of {priv}: `ssh-keygen -y -f {priv} > {pub}`")
+        return None
+    f.add("ok", "SSH key", f"{priv} loads ({key.get_name()})")
+    return public
+
+
+def _check_key_registered(provider, public: str, f: Findings) -> None:
+    try:
+        keys = provider.api.ssh_keys()
+    except Exception as exc:  # informational: `up` attaches the key to the instance either way
+        f.add("warn", "SSH key", f"could not list the account's SSH keys ({type(exc).__name__})")
+        return
+    blob = public.split()[1] if len(public.split()) > 1 else public
+    if any(blob in str(k.get("key") or "") for k in keys if isinstance(k, dict)):
+        f.add("ok", "SSH key", "registered on the Vast.ai account; `up` also attaches it to the instance")
+    else:
+        f.add("ok", "SSH key", "not on the Vast.ai account: `up` attaches it to the instance through the API "
+                               "(POST /instances/{id}/ssh/)")
+
+
+def _check_image(provider, f: Findings) -> None:
+    from deploy.providers import vast_image
+
+    s = provider.s
+    try:
+        registry, path, tag = vast_image.parse(s.image)
+    except UsageError as exc:
+        f.add("FIX", "image", str(exc))
+        return
+    if tag is None:
+        f.add("warn", "image", f"{s.image} has no tag, so :latest is pulled: pin one so every instance runs the "
+                               f"image you tested")
+    if s.image_login:
+        if not os.environ.get(s.image_login["password_env"]):
+            f.add("FIX", "image", f"vast.image_login reads the {registry} token from "
+                                  f"${s.image_login['password_env']}, which is not set: export it")
+        else:
+            f.add("ok", "image", f"{s.image}: {registry} login as {s.image_login['username']} "
+                                 f"(token from ${s.image_login['password_env']})")
+        return
+    if registry in vast_image.LOGIN_USUALLY_NEEDED:
+        f.add("FIX", "image", f"{s.image} is on {registry}, where new packages are private by default: make the "
+                              f"package public, or set vast.image_login: {{username: USER, password_env: VAR}} "
+                              f"with a read-only token in $VAR")
+    else:
+        f.add("ok", "image", f"{s.image} (registry {registry}, no login: it must be public)")
+
+
+def _check_offers(provider, f: Findings) -> None:
+    s = provider.s
+    try:
+        offers = vast_offers.search(provider._call, provider.sdk, s)
+    except UsageError as exc:
+        f.add("FIX", "offers", str(exc))
+        return
+    filters = vast_offers.offer_filters(s)
+    if offers:
+        rows = offers
+    else:
+        try:
+            f.add("FIX", "offers", vast_offers.explain_empty(provider._call, provider.sdk, s))
+        except UsageError as exc:
+            f.add("FIX", "offers", str(exc))
+            return
+        rows = provider._call(provider.sdk.search_offers, query=vast_offers.build_query(filters[:1]),
+                              type="bid" if s.bid_price is not None else "on-demand", limit=5,
+                              storage=float(s.disk_gb), no_default=True)
+    # Every re-check reads a field the rows really carry (an absent field drops every offer).
+    if rows:
+        missing = sorted({flt.checked_field for flt in filters if not any(flt.checked_field in o for o in rows)})
+        for name in missing:
+            keys = [flt.key for flt in filters if flt.checked_field == name]
+            f.add("FIX", "offers", f"vast.{keys[0]} is checked on offer field {name!r}, which Vast.ai's rows do not "
+                                   f"carry: every offer would be dropped (report this as a bug)")
+    if offers:
+        best = offers[0]
+        f.add("ok", "offers", f"{len(offers)} match; the best is {best.get('num_gpus')}x {best.get('gpu_name')} at "
+                              f"{cost.fmt_usd(vast_offers.price_per_hour(best, s))}/h (`python -m deploy offers`)")

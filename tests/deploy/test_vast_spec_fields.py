@@ -1,0 +1,76 @@
+"""Every field the provider reads from a Vast.ai answer exists in the vendor's own example answers.
+
+The examples are copies from the OpenAPI spec (`vast-ai/docs`, see tests/deploy/vast_spec/
+SOURCES.md). Our old fake had an offer field `verified` that real rows do not carry, and
+every real offer was dropped while the tests stayed green; this is the guard against that.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from deploy import vast_offers
+from deploy.providers import vast_rows
+from deploy.providers.vast_settings import VastSettings
+from tests.deploy.fake_vast import spec_example
+
+REPO = Path(__file__).resolve().parents[2]
+OFFER = set(spec_example("search_offers.offer.json"))
+INSTANCE = set(spec_example("show_instance.instance.json")) | set(spec_example("show_instances.instance.json"))
+CREATE = {k for body in spec_example("create_instance.responses.json").values() for k in body}
+# dstack's api_client reads `new_contract` from a failed create's body (SOURCES.md); the
+# spec's 200 example has it, its error examples do not list it.
+CREATE_ERROR_EXTRA = {"new_contract"}
+USER = set(spec_example("show_user.json"))
+SSH_KEY = set(spec_example("show_ssh_keys.key.json"))
+
+
+@pytest.mark.parametrize("read, example, name", [
+    (vast_rows.OFFER_FIELDS, OFFER, "search_offers.yaml offer row"),
+    (vast_rows.INSTANCE_FIELDS, INSTANCE, "show_instance(s).yaml instance row"),
+    (vast_rows.CREATE_FIELDS, CREATE | CREATE_ERROR_EXTRA, "create_instance.yaml responses"),
+    (vast_rows.USER_FIELDS, USER, "show_user.yaml"),
+    (vast_rows.SSH_KEY_FIELDS, SSH_KEY, "show_ssh_keys.yaml"),
+])
+def test_every_field_the_provider_reads_is_in_the_spec_example(read, example, name):
+    missing = sorted(set(read) - example)
+    assert not missing, f"the provider reads {missing}, which the {name} example does not have"
+
+
+def test_every_offer_filter_is_rechecked_on_a_field_the_rows_really_carry():
+    for kwargs in ({}, {"bid_price": 0.5}):
+        for f in vast_offers.offer_filters(VastSettings.from_config(kwargs)):
+            assert f.checked_field in OFFER, f"filter {f.key} re-checks offer field {f.checked_field!r}: not in rows"
+    # `verified` is a request-only field: rows answer it with verification / vericode
+    assert "verified" not in OFFER and {"verification", "vericode"} <= OFFER
+
+
+# Which variables hold which answer, per source file (the names the code uses for them).
+SOURCES = {
+    "deploy/providers/vast.py": {"row": "instance", "existing": "instance", "r": "instance",
+                                 "offer": "offer", "best": "offer"},
+    "deploy/providers/vast_rows.py": {"row": "instance"},
+    "deploy/providers/vast_api.py": {"r": "create", "body": "create"},
+    "deploy/vast_offers.py": {"o": "offer", "offer": "offer"},
+    "deploy/check.py": {"row": "instance", "offer": "offer", "o": "offer", "user": "user", "k": "ssh_key"},
+    "deploy/plan.py": {"offer": "offer"},
+}
+DECLARED = {"instance": vast_rows.INSTANCE_FIELDS | {"label"}, "offer": vast_rows.OFFER_FIELDS,
+            "create": vast_rows.CREATE_FIELDS | {"label", "message", "detail"},  # response_message's fall-backs
+            "user": vast_rows.USER_FIELDS, "ssh_key": vast_rows.SSH_KEY_FIELDS}
+
+
+def test_the_sources_read_only_declared_fields():
+    """A `row.get("x")` in the provider that is not declared above (and so not checked against the spec) fails."""
+    for rel, names in SOURCES.items():
+        path = REPO / rel
+        if not path.exists():
+            continue
+        text = path.read_text()
+        for var, kind in names.items():
+            # row.get("x"), row["x"], and plan.py's _f(offer, "x", ...) number reader
+            for key in re.findall(rf"(?:\b{var}(?:\.get\(|\[)|_f\({var}, )[\"']([a-z_0-9]+)[\"']", text):
+                assert key in DECLARED[kind], f"{rel} reads {var}[{key!r}] ({kind}), not declared in vast_rows.py"
