@@ -36,8 +36,7 @@ VAST_MAIN_PYTHON = "/venv/main/bin/python"
 # (the cpu/gpu extras are TensorFlow itself, which the base already has).
 EXTRAS = ("train", "watchdog")
 
-# Run by the base interpreter: its site-packages folders, one per line, and then a
-# constraints file (name==version of every distribution it has) after a marker line.
+# Run by the base interpreter: its TensorFlow version and site-packages folders.
 _BASE_FACTS = r"""
 import importlib.metadata as md, importlib.util as u, site, sys, sysconfig
 if u.find_spec("tensorflow") is None:
@@ -51,13 +50,11 @@ print("tensorflow=" + md.version(dists[0]))
 print("python=" + sys.executable)
 for d in dirs:
     print("site=" + d)
-seen = set()
-for dist in md.distributions():
-    name = (dist.metadata["Name"] or "").strip()
-    if name and name.lower() not in seen:
-        seen.add(name.lower())
-        print("pin=" + name + "==" + dist.version)
 """
+
+
+def _docker_script(name: str) -> str:
+    return (project_root() / "docker" / name).read_text()
 
 
 def requirements() -> list[str]:
@@ -114,7 +111,7 @@ printf '%s\\n' "$facts" | sed -n 's/^site=//p' | while IFS= read -r d; do
     printf 'import site; site.addsitedir(%s)\\n' "$("$venv/bin/python" -c 'import sys; print(repr(sys.argv[1]))' "$d")"
   fi
 done > "$site/_overlay_base.pth"
-printf '%s\\n' "$facts" | sed -n 's/^pin=//p' > "$venv/base-constraints.txt"
+"$base" -c {q(_docker_script("base_constraints.py"))} > "$venv/base-constraints.txt"
 printf '%s\\n' {q(req_lines)} > "$venv/requirements.txt"
 "$venv/bin/python" -m pip --version >/dev/null 2>&1 || {{ echo "overlay: $base has no pip to install with"; exit 5; }}
 "$venv/bin/python" -m pip install --progress-bar off --disable-pip-version-check {pip_args} \\
