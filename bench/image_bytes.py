@@ -51,8 +51,16 @@ class _Counter(io.RawIOBase):
         return len(b)
 
 
+CACHE = REPO / ".bench" / "layer_sizes.json"  # diff_id -> gzip'd bytes: a layer's content never changes
+
+
 def layer_sizes(image: str) -> dict[str, int]:
     """diff_id -> gzip'd size of each layer of `image` (docker save, one pass, nothing stored)."""
+    known = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    ids = diff_ids(image)
+    if all(d in known for d in ids):
+        return {d: known[d] for d in ids}
+    print(f"compressing the layers of {image} (docker save | gzip -6) ...", file=sys.stderr)
     proc = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
     sizes: dict[str, int] = {}
     manifest = None
@@ -70,11 +78,18 @@ def layer_sizes(image: str) -> dict[str, int]:
                 by_path[member.name] = counter.n
     if proc.wait() != 0 or manifest is None:
         raise SystemExit(f"docker save {image} failed")
-    diff_ids = json.loads(subprocess.run(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", image],
-                                         capture_output=True, text=True, check=True).stdout)
-    for diff_id, path in zip(diff_ids, manifest[0]["Layers"]):
+    for diff_id, path in zip(ids, manifest[0]["Layers"]):
         sizes[diff_id] = by_path.get(path, 0)
+    CACHE.parent.mkdir(exist_ok=True)
+    tmp = CACHE.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**known, **sizes}, indent=1))
+    tmp.replace(CACHE)
     return sizes
+
+
+def diff_ids(image: str) -> list[str]:
+    return json.loads(subprocess.run(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", image],
+                                     capture_output=True, text=True, check=True).stdout)
 
 
 def overlay_pip_bytes(base: str) -> tuple[int, list[str]]:
@@ -88,7 +103,10 @@ def overlay_pip_bytes(base: str) -> tuple[int, list[str]]:
         "mkdir d; /venv/main/bin/python -m pip download --quiet --no-deps -d d $(cat want.txt); "
         "echo \"$(du -sb d | cut -f1) $(cat want.txt)\""
     )
-    out = subprocess.run(["docker", "run", "--rm", "--network", "host", "-v", f"{REPO}:/src:ro", base,
+    # pip in the container trusts what this machine trusts (a TLS-intercepting proxy's CA)
+    ca = next((p for p in image_build.HOST_CA_BUNDLES if Path(p).is_file()), None)
+    trust = ["-v", f"{ca}:/etc/ssl/host-ca.pem:ro", "-e", "PIP_CERT=/etc/ssl/host-ca.pem"] if ca else []
+    out = subprocess.run(["docker", "run", "--rm", "--network", "host", "-v", f"{REPO}:/src:ro", *trust, base,
                           "sh", "-c", script], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"overlay measurement failed: {out.stderr.strip()[-500:]}")
@@ -119,7 +137,7 @@ def main() -> int:
 
     full = layer_sizes(args.full)
     thin = layer_sizes(args.thin)
-    base_layers = set(layer_sizes(base))
+    base_layers = set(diff_ids(base))
     full_bytes = sum(full.values())
     thin_own = sum(n for d, n in thin.items() if d not in base_layers)
     base_bytes = sum(n for d, n in thin.items() if d in base_layers)
