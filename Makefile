@@ -9,7 +9,7 @@ CONFIG ?= configs/deploy.yaml
 DEPLOY := $(PY) -m deploy --config $(CONFIG)
 
 .PHONY: setup test test-fast demo bench check deploy logs fetch status ssh destroy run tensorboard watch \
-        image image-cpu push local-run docker-smoke clean
+        image image-cpu image-thin push local-run docker-smoke docker-smoke-thin clean
 
 setup: $(STAMP)
 
@@ -84,16 +84,20 @@ clean:
 ## docker: the image is the environment (docker/, README "Docker images") -------------
 IMAGE_GPU ?= violence-trainer:gpu
 IMAGE_CPU ?= violence-trainer:cpu
+IMAGE_THIN ?= violence-trainer:thin
 
 image: setup         ## GPU image; BASE_IMAGE=..., BAKE_WEIGHTS=1, EXTRA_CA=pem
 	$(PY) docker/image_build.py build --variant gpu --tag '$(IMAGE_GPU)' $(if $(filter 1,$(BAKE_WEIGHTS)),--bake-weights)
 
+image-thin: setup    ## thin image on Vast's TensorFlow image (VAST_TF_IMAGE=...; `make image-thin VAST_TF_IMAGE=$$(.venv/bin/python docker/image_build.py standin)` without Docker Hub)
+	$(PY) docker/image_build.py build --variant thin --tag '$(IMAGE_THIN)' $(if $(VAST_TF_IMAGE),--base-image '$(VAST_TF_IMAGE)')
+
 image-cpu: setup     ## CPU image (tensorflow-cpu), same Dockerfile
 	$(PY) docker/image_build.py build --variant cpu --tag '$(IMAGE_CPU)' $(if $(filter 1,$(BAKE_WEIGHTS)),--bake-weights)
 
-push: setup          ## make push IMAGE=registry/name:tag  (the GPU image)
+push: setup          ## make push IMAGE=registry/name:tag [SOURCE=violence-trainer:thin]  (default: the GPU image)
 	@test -n '$(IMAGE)' || { echo "usage: make push IMAGE=registry/name:tag (after make image and docker login)" >&2; exit 2; }
-	$(PY) docker/image_build.py push '$(IMAGE)' --source '$(IMAGE_GPU)'
+	$(PY) docker/image_build.py push '$(IMAGE)' --source '$(or $(SOURCE),$(IMAGE_GPU))'
 
 local-run: setup     ## make local-run DATASET=path [TRAIN_CONFIG=f] [ARGS='--epochs 5']
 	@test -n '$(DATASET)' || { echo "usage: make local-run DATASET=path/to/videos [TRAIN_CONFIG=configs/train.yaml] [ARGS='--epochs 5']" >&2; exit 2; }
@@ -101,3 +105,6 @@ local-run: setup     ## make local-run DATASET=path [TRAIN_CONFIG=f] [ARGS='--ep
 
 docker-smoke: setup  ## build the CPU image, run synth/extract/train/evaluate in it, check the outputs
 	$(PY) docker/smoke.py
+
+docker-smoke-thin: setup  ## the same with the thin image on a local stand-in for Vast's TensorFlow image
+	$(PY) docker/smoke.py --variant thin

@@ -29,7 +29,10 @@ DEFAULTS: dict = {
         "connect_timeout": 15,  # seconds for one attempt
         "retry_for": 300,  # seconds `up` keeps retrying while a host boots
     },
-    "remote": {"workspace": "/workspace", "python": "python3"},
+    # python: an interpreter with the trainer's packages | auto-venv | overlay (deploy/overlay.py);
+    # base_python: overlay's base (None: /venv/main/bin/python where it exists, else python3);
+    # pip_args: extra pip flags for overlay's installs (a mirror, --find-links, ...)
+    "remote": {"workspace": "/workspace", "python": "python3", "base_python": None, "pip_args": []},
     "dataset": {"path": "./dataset", "cache": None, "url": None, "kaggle": None, "token_env": None},
     "train": {"config": "configs/train.yaml", "args": []},
     "vast": {},
@@ -45,6 +48,8 @@ _TYPES = {
     ("ssh", "retry_for"): (int, float),
     ("remote", "workspace"): str,
     ("remote", "python"): str,
+    ("remote", "base_python"): (str, type(None)),
+    ("remote", "pip_args"): list,
     ("dataset", "path"): (str, type(None)),
     ("dataset", "cache"): (str, type(None)),
     ("dataset", "url"): (str, type(None)),
@@ -56,6 +61,8 @@ _TYPES = {
 }
 
 AUTO_VENV = "auto-venv"  # remote.python value: build a virtualenv on the host from pyproject.toml
+OVERLAY = "overlay"  # remote.python value: a venv over a host Python that already has TensorFlow
+VENV_MODES = (AUTO_VENV, OVERLAY)
 
 
 def load(path: str | os.PathLike | None = None) -> dict:
@@ -99,6 +106,10 @@ def validate(raw: dict, source: str = "config") -> dict:
     if not all(isinstance(a, (str, int, float)) for a in cfg["train"]["args"]):
         raise UsageError(f"{source}: train.args must be a list of strings, e.g. [\"--epochs\", \"2\"]")
     cfg["train"]["args"] = [str(a) for a in cfg["train"]["args"]]
+    if not all(isinstance(a, str) for a in cfg["remote"]["pip_args"]):
+        raise UsageError(f"{source}: remote.pip_args must be a list of strings, e.g. [\"--index-url\", \"URL\"]")
+    if cfg["remote"]["base_python"] and cfg["remote"]["python"] != OVERLAY:
+        raise UsageError(f"{source}: remote.base_python is only used with remote.python: overlay")
 
     ds = cfg["dataset"]
     remote_sources = [k for k in ("url", "kaggle") if ds[k]]

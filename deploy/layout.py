@@ -4,7 +4,7 @@
     <workspace>/dataset    the videos (synced, or downloaded by the host itself)
     <workspace>/cache      the feature cache
     <workspace>/runs/<run> one training run: train.log, exit_status, checkpoints, results
-    <workspace>/venv       only with remote.python: auto-venv
+    <workspace>/venv       only with remote.python: auto-venv or overlay
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import posixpath
 from pathlib import Path
 
 import deploy
-from deploy.config import AUTO_VENV
+from deploy.config import AUTO_VENV, OVERLAY, VENV_MODES
 from deploy.errors import UsageError
 
 
@@ -39,7 +39,17 @@ class Layout:
 
     def python(self, config: dict) -> str:
         py = config["remote"]["python"]
-        return posixpath.join(self.venv, "bin", "python") if py == AUTO_VENV else py
+        return posixpath.join(self.venv, "bin", "python") if py in VENV_MODES else py
+
+    @staticmethod
+    def host_python(config: dict) -> str:
+        """An interpreter that is on the host before any venv of ours: for probes, downloads, the watchdog."""
+        py = config["remote"]["python"]
+        if py == AUTO_VENV:
+            return "python3"
+        if py == OVERLAY:
+            return config["remote"].get("base_python") or "python3"
+        return py
 
     def train_config(self, config: dict) -> str:
         """The train config's path relative to <workspace>/app (see sync.sync_code)."""

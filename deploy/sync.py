@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import download_dataset
-from deploy.config import AUTO_VENV
+from deploy.config import AUTO_VENV, OVERLAY
 from deploy.errors import UsageError
 from deploy.layout import Layout, project_root
+from deploy.overlay import ensure_overlay
 from deploy.remote import Remote, explain, q, rpath
 
 # The project's code as the host needs it: everything else (.venv, .git, datasets, runs) stays home.
@@ -182,7 +183,7 @@ def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
     """The host fetches the archive itself; secrets travel on the SSH channel's stdin only."""
     ds = config["dataset"]
     url, headers = download_dataset.source(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
-    py = "python3" if config["remote"]["python"] == AUTO_VENV else config["remote"]["python"]
+    py = Layout.host_python(config)
     source = Path(download_dataset.__file__).read_text()
     print(f"the host downloads the dataset from {download_dataset.redact(url)}")
     script = f"{q(py)} -c {q(source)} --dest {rpath(layout.dataset)} --work {rpath(layout.workspace + '/.download')}"
@@ -250,6 +251,8 @@ def run_sync(remote: Remote, layout: Layout, config: dict, state, bwlimit: int |
             source = "cache"
     if config["remote"]["python"] == AUTO_VENV:
         ensure_venv(remote, layout)
+    elif config["remote"]["python"] == OVERLAY:
+        ensure_overlay(remote, layout, config)
     print(f"sync done: {total.bytes_sent} bytes sent ({human(total.bytes_sent)}), "
           f"{human(total.total_size)} in the synced files")
     last = state.data.get("last_sync") or {}

@@ -80,4 +80,19 @@ def run_steps(client, image: str, steps: list[list[str]], *, mounts: dict[str, P
         container.stop(timeout=20)
         raise
     finally:
+        _remove(container)
+
+
+def _remove(container) -> None:
+    """Remove a finished container without letting a slow removal fail the run.
+
+    Under the vfs storage driver a container's filesystem is a full copy of its image,
+    gigabytes to delete: on a busy disk that outlasts the SDK's 60 s request timeout,
+    while the engine goes on removing it by itself.
+    """
+    import requests
+
+    try:
         container.remove(force=True)
+    except requests.exceptions.Timeout:
+        print(f"note: the Docker engine is still removing container {container.short_id}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Build and push the trainer's images: `make image`, `make image-cpu`, `make push`.
 
     python docker/image_build.py build --variant gpu|cpu [--tag T] [--base-image B] [--bake-weights]
+    python docker/image_build.py build --variant thin [--base-image VENDOR_TF_IMAGE]
+    python docker/image_build.py standin      (a local stand-in for Vast's TensorFlow image; prints its tag)
     python docker/image_build.py push IMAGE [--source violence-trainer:gpu]
 
 Builds go through the docker CLI, not the Python SDK: the Dockerfile needs BuildKit
@@ -29,8 +31,10 @@ except ModuleNotFoundError:  # Python 3.10: pip vendors the same parser
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "docker" / "Dockerfile"
+THIN_DOCKERFILE = REPO / "docker" / "thin.Dockerfile"
+STANDIN_DOCKERFILE = REPO / "docker" / "vast-tf-standin.Dockerfile"
 DEFAULT_BASE = "python:3.11-slim-bookworm"
-DEFAULT_TAGS = {"gpu": "violence-trainer:gpu", "cpu": "violence-trainer:cpu"}
+DEFAULT_TAGS = {"gpu": "violence-trainer:gpu", "cpu": "violence-trainer:cpu", "thin": "violence-trainer:thin"}
 # The host's CA bundle, passed as the `extra_ca` build secret so pip inside the build
 # trusts whatever the host trusts (a TLS-intercepting proxy's CA included).
 HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
@@ -130,26 +134,56 @@ def resolve_base(client, requested: str | None) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def thin_default_base() -> str:
+    """The vendor TensorFlow image thin.Dockerfile names by default (its VAST_TF_IMAGE)."""
+    found = re.search(r"^ARG VAST_TF_IMAGE=(\S+)", THIN_DOCKERFILE.read_text(), re.M)
+    if not found:
+        raise BuildError("docker/thin.Dockerfile has no default VAST_TF_IMAGE")
+    return found.group(1)
+
+
 def build(variant: str, tag: str | None = None, base_image: str | None = None, *,
           bake_weights: bool = False, extra_ca: str | None = "auto", network: str | None = None,
           progress: str = "auto", context: Path = REPO) -> str:
-    """Build one variant and return its tag. `context` is the repository to build from."""
+    """Build one variant and return its tag. `context` is the repository to build from.
+
+    gpu/cpu: docker/Dockerfile on a Debian Python base. thin: docker/thin.Dockerfile on
+    Vast's TensorFlow image (`base_image`; default: the Dockerfile's VAST_TF_IMAGE).
+    """
     if variant not in DEFAULT_TAGS:
-        raise BuildError(f"unknown variant {variant!r}: gpu or cpu")
+        raise BuildError(f"unknown variant {variant!r}: gpu, cpu or thin")
+    if variant == "thin" and bake_weights:
+        raise BuildError("--bake-weights is for the gpu/cpu images (the thin image keeps to its own small layers)")
     tag = tag or DEFAULT_TAGS[variant]
     client = docker_client()
-    base = resolve_base(client, base_image)
+    common = ["--build-arg", f"VERSION={project()['version']}", "--build-arg", f"SOURCE={source_url()}"]
+    if variant == "thin":
+        base = base_image or thin_default_base()
+        args = ["--file", str(THIN_DOCKERFILE), "--build-arg", f"VAST_TF_IMAGE={base}"] + common
+    else:
+        base = resolve_base(client, base_image)
+        args = ["--file", str(DOCKERFILE), "--build-arg", f"BASE_IMAGE={base}",
+                "--build-arg", f"TENSORFLOW={tensorflow_spec(variant)}",
+                "--build-arg", f"BAKE_VGG19_WEIGHTS={int(bake_weights)}"] + common
+    return _buildkit(client, variant, tag, base, args, extra_ca, network, progress, context)
+
+
+def build_standin(tag: str | None = None, *, extra_ca: str | None = "auto", progress: str = "auto") -> str:
+    """A local stand-in for Vast's TensorFlow image: TensorFlow (CPU) in /venv/main on the Debian base."""
+    spec = tensorflow_spec("cpu")
+    tag = tag or f"violence-trainer-vast-tf-standin:{spec.split('==')[-1]}"
+    client = docker_client()
+    base = resolve_base(client, None)
+    args = ["--file", str(STANDIN_DOCKERFILE), "--build-arg", f"BASE_IMAGE={base}",
+            "--build-arg", f"TENSORFLOW={spec}"]
+    return _buildkit(client, "stand-in", tag, base, args, extra_ca, None, progress, REPO)
+
+
+def _buildkit(client, what: str, tag: str, base: str, args: list[str], extra_ca: str | None,
+              network: str | None, progress: str, context: Path) -> str:
     if network is None:  # an engine started with --bridge=none can only build on the host network
         network = "default" if any(n.name == "bridge" for n in client.networks.list()) else "host"
-
-    cmd = buildkit_cli() + [
-        "--file", str(DOCKERFILE), "--tag", tag, "--progress", progress, "--network", network,
-        "--build-arg", f"BASE_IMAGE={base}",
-        "--build-arg", f"TENSORFLOW={tensorflow_spec(variant)}",
-        "--build-arg", f"BAKE_VGG19_WEIGHTS={int(bake_weights)}",
-        "--build-arg", f"VERSION={project()['version']}",
-        "--build-arg", f"SOURCE={source_url()}",
-    ]
+    cmd = buildkit_cli() + ["--tag", tag, "--progress", progress, "--network", network] + args
     if extra_ca == "auto":
         extra_ca = next((p for p in [os.environ.get("SSL_CERT_FILE", ""), *HOST_CA_BUNDLES] if p and os.path.isfile(p)), None)
     if extra_ca:
@@ -159,7 +193,7 @@ def build(variant: str, tag: str | None = None, base_image: str | None = None, *
     cmd.append(str(context))
 
     previous = _image_id(client, tag)
-    print(f"image_build: building {tag} ({variant}) on {base}", file=sys.stderr)
+    print(f"image_build: building {tag} ({what}) on {base}", file=sys.stderr)
     started = time.monotonic()
     result = subprocess.run(cmd, env=dict(os.environ, DOCKER_BUILDKIT="1"))
     if result.returncode != 0:
@@ -233,23 +267,28 @@ def push(image: str, source: str = DEFAULT_TAGS["gpu"]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="docker/image_build.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build the gpu or cpu image")
+    b = sub.add_parser("build", help="build the gpu, cpu or thin image")
     b.add_argument("--variant", choices=sorted(DEFAULT_TAGS), default="gpu")
     b.add_argument("--tag", help="image tag (default: violence-trainer:<variant>)")
-    b.add_argument("--base-image", default=os.environ.get("BASE_IMAGE") or None,
-                   help=f"base image (default: {DEFAULT_BASE}, or a locally built Debian one when that cannot be pulled)")
+    b.add_argument("--base-image", default=None,
+                   help=f"base image (gpu/cpu: $BASE_IMAGE, else {DEFAULT_BASE}, else a locally built Debian one; "
+                        f"thin: $VAST_TF_IMAGE, else docker/thin.Dockerfile's VAST_TF_IMAGE)")
     b.add_argument("--bake-weights", action="store_true", help="download the VGG19 ImageNet weights into the image")
     b.add_argument("--extra-ca", default=os.environ.get("EXTRA_CA") or "auto",
                    help="PEM bundle the build trusts for downloads (default: the host's CA bundle; 'none' for none)")
     b.add_argument("--progress", default="auto", choices=["auto", "plain", "tty"])
+    sub.add_parser("standin", help="build a local stand-in for Vast's TensorFlow image and print its tag")
     s = sub.add_parser("push", help="tag the local image as IMAGE and push it")
     s.add_argument("image", help="registry/name:tag")
     s.add_argument("--source", default=DEFAULT_TAGS["gpu"], help="local image to push (default: %(default)s)")
     args = p.parse_args(argv)
     try:
         if args.command == "build":
-            build(args.variant, args.tag, args.base_image, bake_weights=args.bake_weights,
+            base = args.base_image or os.environ.get("VAST_TF_IMAGE" if args.variant == "thin" else "BASE_IMAGE") or None
+            build(args.variant, args.tag, base, bake_weights=args.bake_weights,
                   extra_ca=None if args.extra_ca == "none" else args.extra_ca, progress=args.progress)
+        elif args.command == "standin":
+            print(build_standin())
         else:
             push(args.image, args.source)
     except BuildError as exc:

@@ -81,19 +81,26 @@ def check_outputs(root: Path, epochs: int = EPOCHS, videos: int = VIDEOS) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="docker/smoke.py", description=__doc__.splitlines()[0])
-    p.add_argument("--image", default=image_build.DEFAULT_TAGS["cpu"], help="tag to build and run (default: %(default)s)")
-    p.add_argument("--base-image", default=os.environ.get("BASE_IMAGE") or None,
+    p.add_argument("--variant", choices=["cpu", "thin"], default="cpu",
+                   help="cpu: docker/Dockerfile; thin: docker/thin.Dockerfile on a local stand-in for Vast's "
+                        "TensorFlow image unless --base-image names the real one (default: %(default)s)")
+    p.add_argument("--image", help="tag to build and run (default: violence-trainer:<variant>)")
+    p.add_argument("--base-image", default=None,
                    help="base image (default: the slim Python image, or a local Debian one when it cannot be pulled)")
     p.add_argument("--no-build", action="store_true", help="run an already built --image")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (kept anyway on failure)")
     args = p.parse_args(argv)
+    args.image = args.image or image_build.DEFAULT_TAGS[args.variant]
 
     timings = {}
     try:
         client = image_build.docker_client()
         if not args.no_build:
             started = time.monotonic()
-            image_build.build("cpu", args.image, args.base_image, progress="plain")
+            base = args.base_image or os.environ.get("VAST_TF_IMAGE" if args.variant == "thin" else "BASE_IMAGE")
+            if args.variant == "thin" and not base:
+                base = image_build.build_standin(progress="plain")
+            image_build.build(args.variant, args.image, base, progress="plain")
             timings["build"] = time.monotonic() - started
     except image_build.BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -34,10 +34,17 @@ def _hadolint() -> str:
 # --- lint ---------------------------------------------------------------------------
 
 
-def test_hadolint_reports_nothing_on_the_dockerfile():
-    out = subprocess.run([_hadolint(), "--no-color", str(DOCKER_DIR / "Dockerfile")],
+@pytest.mark.parametrize("name", ["Dockerfile", "thin.Dockerfile", "vast-tf-standin.Dockerfile"])
+def test_hadolint_reports_nothing_on_the_dockerfiles(name):
+    out = subprocess.run([_hadolint(), "--no-color", str(DOCKER_DIR / name)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+
+
+def test_thin_image_tracks_the_tensorflow_pin():
+    # the vendor image named by default carries the TensorFlow our gpu extra pins
+    pin = image_build.tensorflow_spec("gpu").split("==")[1]
+    assert image_build.thin_default_base() == f"vastai/tensorflow:{pin}"
 
 
 def test_hadolint_does_report_a_bad_dockerfile(tmp_path):
@@ -234,3 +241,31 @@ def test_local_run_trains_on_a_mounted_dataset_with_the_checkouts_code(engine, t
     assert (output / "metrics.json").is_file()  # train ends with the test-split evaluation
     assert json.loads((cache / "meta.json").read_text())  # features stayed on the host
     assert all(p.stat().st_uid == os.getuid() for p in [*output.rglob("*"), *cache.rglob("*")])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_thin_image_adds_only_small_layers_over_the_tensorflow_base_and_trains(engine):
+    """docker/thin.Dockerfile on the local stand-in for Vast's TensorFlow image: smoke run, own bytes small."""
+    out = subprocess.run([sys.executable, str(DOCKER_DIR / "smoke.py"), "--variant", "thin"], capture_output=True,
+                         text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=1700)
+    assert out.returncode == 0, (out.stdout[-4000:] + out.stderr[-4000:])
+    assert "docker smoke passed" in out.stdout
+    thin = engine.images.get(image_build.DEFAULT_TAGS["thin"])
+    base = engine.images.get(thin.labels["org.opencontainers.image.base.name"])
+    assert thin.attrs["RootFS"]["Layers"][:len(base.attrs["RootFS"]["Layers"])] == base.attrs["RootFS"]["Layers"]
+    own = thin.attrs["Size"] - base.attrs["Size"]
+    probe = ("import importlib.metadata as md, os, tensorflow as tf; "
+             "d = os.path.dirname(tf.__file__); "
+             "print(md.version('tensorflow-cpu'), sum(os.path.getsize(os.path.join(r, f)) "
+             "for r, _, fs in os.walk(d) for f in fs))")
+    version_base, tf_bytes = engine.containers.run(base.id, ["/venv/main/bin/python", "-c", probe], network_mode="none",
+                                                   remove=True).decode().split()
+    version_thin, _ = engine.containers.run(thin.id, ["python3", "-c", probe], network_mode="none",
+                                            remove=True).decode().split()
+    assert version_thin == version_base  # the base's TensorFlow, not a second copy
+    assert own < int(tf_bytes), f"the thin layers ({own / 1e6:.0f} MB) outweigh TensorFlow itself"
+    tools = engine.containers.run(thin.id, ["sh", "-c", "command -v rsync tmux ssh pgrep >/dev/null && "
+                                            "python3 -c 'import cv2, vastai' && echo ok"],
+                                  network_mode="none", remove=True)
+    assert tools.decode().strip() == "ok"

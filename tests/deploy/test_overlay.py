@@ -1,0 +1,100 @@
+"""remote.python: overlay — the trainer runs on a host Python that has TensorFlow but not OpenCV.
+
+The base interpreter plays Vast's /venv/main: a venv whose site-packages has everything
+of ours (TensorFlow, Keras, numpy, ...) except OpenCV. pip runs offline: the only wheel it
+may install is OpenCV, repacked from this machine's installed copy (tests/deploy/wheels.py),
+so a test that quietly let pip reinstall TensorFlow or numpy would fail for want of a wheel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.wheels import wheel_from_installed
+
+OPENCV = ("cv2", "opencv_python_headless")
+
+
+def _site_packages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def tf_base_python(tmp_path_factory) -> Path:
+    """A venv with this test run's packages, OpenCV left out: TensorFlow yes, cv2 no."""
+    base = tmp_path_factory.mktemp("venv-main") / "main"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base)], check=True)
+    # the folder our TensorFlow lives in (in a developer's worktree, not necessarily purelib)
+    ours = Path(importlib.util.find_spec("tensorflow").origin).parents[1]
+    theirs = _site_packages(base / "bin" / "python")
+    for entry in ours.iterdir():
+        if not entry.name.startswith(OPENCV) and not (theirs / entry.name).exists():
+            (theirs / entry.name).symlink_to(entry)
+    return base / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    wheel_from_installed("opencv-python-headless", folder)
+    return folder
+
+
+def _imports(python: Path, module: str) -> bool:
+    return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def test_the_stand_in_base_has_tensorflow_but_not_opencv(tf_base_python):
+    assert _imports(tf_base_python, "tensorflow") is True
+    assert _imports(tf_base_python, "cv2") is False
+
+
+def test_overlay_refuses_a_base_without_tensorflow(project):
+    project.write_config(remote={"python": "overlay", "base_python": "/usr/bin/python3"})
+    if _imports(Path("/usr/bin/python3"), "tensorflow"):
+        pytest.skip("the system Python here has TensorFlow")
+    r = project.run("up")  # found before any byte of the dataset is sent
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert "/usr/bin/python3 on 127.0.0.1 has no TensorFlow" in line and "auto-venv" in line
+
+
+def test_base_python_without_overlay_is_a_config_mistake(project):
+    project.write_config(remote={"python": "python3", "base_python": "/usr/bin/python3"})
+    r = project.run("up")
+    assert r.returncode == 2 and "only used with remote.python: overlay" in r.stderr
+
+
+@pytest.mark.slow
+def test_overlay_trains_for_real_without_reinstalling_tensorflow(project, tf_base_python, wheelhouse):
+    subprocess.run([sys.executable, "-m", "trainer", "synth", "--out", str(project.cwd / "dataset"),
+                    "--videos", "12", "--seed", "0"], check=True, capture_output=True, env=project.env(),
+                   timeout=300)
+    project.write_config(remote={"python": "overlay", "base_python": str(tf_base_python),
+                                 "pip_args": ["--no-index", "--find-links", str(wheelhouse)]},
+                         train={"config": project.config["train"]["config"], "args": ["--epochs", "1"]})
+    for cmd in ("up", "sync", "start"):
+        r = project.run(cmd, timeout=600)
+        assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
+        if cmd == "sync":
+            assert "building the overlay venv" in r.stdout
+    logs = project.run("logs", "--follow", "-n", "1000", timeout=600)
+    assert "finished (exit code 0)" in logs.stderr, logs.stdout[-3000:]
+
+    venv = project.workspace / "venv"
+    site = _site_packages(venv / "bin" / "python")
+    added = sorted(p.name for p in site.iterdir() if p.name.endswith(".dist-info"))
+    assert [n for n in added if n.startswith("opencv_python_headless")], added  # what the base lacked
+    assert not [n for n in added if n.lower().startswith(("tensorflow", "keras", "numpy"))], added
+    assert not (site / "tensorflow").exists()
+    assert (project.workspace / "runs" / project.state()["current_run"] / "best_model.keras").is_file()
+
+    again = project.run("sync", timeout=300)  # nothing changed: the overlay is not rebuilt
+    assert again.returncode == 0 and "overlay venv up to date" in again.stdout
