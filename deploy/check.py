@@ -40,6 +40,7 @@ def run_check(provider) -> int:
     if user is not None and public:
         _check_key_registered(provider, public, f)
     _check_image(provider, f)
+    _check_image_pull(provider, f)
     if user is not None:
         _check_offers(provider, f)
     if f.failed:
@@ -195,3 +196,34 @@ def _check_offers(provider, f: Findings) -> None:
         best = offers[0]
         f.add("ok", "offers", f"{len(offers)} match; the best is {best.get('num_gpus')}x {best.get('gpu_name')} at "
                               f"{cost.fmt_usd(vast_offers.price_per_hour(best, s))}/h (`python -m deploy offers`)")
+
+
+def _check_image_pull(provider, f: Findings) -> None:
+    """How much image a rented host pulls before anything runs (billed), and the way around it."""
+    from deploy import plan_sizes
+    from deploy.config import OVERLAY
+    from deploy.providers import vast_image
+
+    s, python = provider.s, provider.config["remote"]["python"]
+    if not s.image or vast_image.PLACEHOLDER in s.image:
+        return  # _check_image has said what to set
+    if vast_image.is_vendor_image(s.image):
+        if "tensorflow" in s.image and python != OVERLAY and not python.startswith("/venv/main/"):
+            f.add("FIX", "image", f"{s.image} keeps TensorFlow in /venv/main, which remote.python {python!r} does "
+                                  f"not use: set remote.python: overlay (adds only what the trainer lacks)")
+        else:
+            f.add("ok", "image", f"{s.image}: Vast's own image, its layers cached on the hosts (nothing to pull "
+                                 f"or push)")
+        return
+    size = s.image_gb * 1e9 if s.image_gb else plan_sizes.image_compressed_bytes(s.image)
+    tf_image = vast_image.VENDOR_TF_IMAGE
+    if size is None:
+        f.add("warn", "image", f"could not read the size of {s.image} from its registry; a host pulls all of it "
+                               f"before anything runs (set vast.image_gb to state it)")
+    elif size > s.max_image_pull_gb * 1e9:
+        f.add("warn", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} before anything runs (billed): "
+                               f"use vast.image: {tf_image} with remote.python: overlay (nothing to build or push), "
+                               f"or `make image-thin` (our layers only, ~0.2 GB)")
+    else:
+        f.add("ok", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} (at most vast.max_image_pull_gb "
+                             f"{s.max_image_pull_gb:g})")

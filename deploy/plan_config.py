@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from deploy.config import OVERLAY
+from deploy.providers import vast_image
 from deploy.plan import (EPOCHS_DEFAULT, FEATURE_DIM, FRAMES_DEFAULT, PHASES, SPLIT_DEFAULT,
                          UPLINK_MBPS_DEFAULT, Job)
 
@@ -40,6 +42,11 @@ def train_settings(config: dict) -> dict:
             "feature_dim": FEATURE_DIM.get(backbone, size * size), "epochs": epochs,
             "train_frac": float(split["train"]), "val_frac": float(split["val"]),
             "lstm_units": int(model.get("lstm_units", 128)), "lstm_layers": int(model.get("lstm_layers", 3))}
+
+
+# The wheels pip adds over Vast's TensorFlow image in remote.python: overlay: 174.5 MB,
+# measured by bench/image_bytes.py (README "Start in minutes"), 2026-12-01.
+OVERLAY_WHEEL_BYTES = 174_500_000
 
 
 def job_from_config(config: dict, measured: dict | None = None, env=None, lookups: bool = True) -> Job:
@@ -100,12 +107,18 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     image_gb = vast.get("image_gb")
     if image_gb:
         job.image_bytes, src["image"] = int(float(image_gb) * 1e9), "vast.image_gb"
+    elif vast_image.is_vendor_image(vast.get("image")):
+        job.image_bytes, src["image"] = 0, "a vastai/ image: its layers are cached on Vast hosts (vast-ai/base-image)"
     else:
         got = plan_sizes.image_compressed_bytes(vast.get("image")) if lookups else None
         if got:
             job.image_bytes, src["image"] = got, "registry manifest (compressed layers)"
         else:
             src["image"] = "README's measured `make image` size; registry manifest not reachable"
+
+    if config.get("remote", {}).get("python") == OVERLAY:
+        job.image_bytes += OVERLAY_WHEEL_BYTES
+        src["image"] += f" + {OVERLAY_WHEEL_BYTES / 1e6:.0f} MB of pip wheels for the overlay venv"
 
     if vast.get("uplink_mbps"):
         job.uplink_mbps, src["uplink"] = float(vast["uplink_mbps"]), "vast.uplink_mbps"

@@ -21,6 +21,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from deploy.errors import UsageError
+from deploy.providers import vast_image
+
 TIMEOUT_S = 4.0
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp", ".ts"}
 # RFC 2606 / RFC 6761 names that never resolve: no lookup is tried for them (tests use them).
@@ -77,27 +80,24 @@ def kaggle_size(slug: str, headers: dict, api_base: str) -> int | None:
 
 
 def parse_image(image: str) -> tuple[str, str, str]:
-    """(registry host, repository, tag or digest), with Docker's defaults for short names."""
-    ref, tag = image, "latest"
-    if "@" in ref:
-        ref, tag = ref.split("@", 1)
-    elif re.search(r":[^/]+$", ref):
-        ref, tag = ref.rsplit(":", 1)
-    first, _, rest = ref.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, repo = first, rest
-    else:
-        registry, repo = "registry-1.docker.io", ref
+    """(registry host to ask, repository, tag or digest): vast_image.parse's reading of the
+    reference, with Docker Hub's API host and its `library/` namespace for short names."""
+    registry, repo, tag = vast_image.parse(image)
+    if registry == "docker.io":
+        registry = "registry-1.docker.io"
         if "/" not in repo:
             repo = "library/" + repo
-    return registry, repo, tag
+    return registry, repo, tag or "latest"
 
 
 def image_compressed_bytes(image: str | None, scheme: str = "https") -> int | None:
     """Sum of the layer sizes in the image's manifest (linux/amd64 when it is an index); None if unreachable."""
     if not image or "REGISTRY/" in image:
         return None
-    registry, repo, tag = parse_image(image)
+    try:
+        registry, repo, tag = parse_image(image)
+    except UsageError:  # malformed: `check` and `up` say so; the estimate just lacks the figure
+        return None
     if registry.split(":")[0].endswith(_NEVER_RESOLVES):
         return None
     base = f"{scheme}://{registry}/v2/{repo}"

@@ -150,8 +150,8 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         return ("ssh-keygen -A >/dev/null 2>&1; mkdir -p /run/sshd; pgrep -x sshd >/dev/null || /usr/sbin/sshd; "
                 "sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
                 "env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=' >> /etc/environment; "
-                f"if [ -f {wd}/watchdog.py ]; then "
-                f"nohup python3 {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
+                f"if [ -f {wd}/watchdog.py ]; then {self._watchdog_python_sh()}; "
+                f"nohup \"$wpy\" {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
     def _create_kwargs(self, with_secrets: bool = True) -> dict:
         vast_image.parse(self.s.image)  # one line for a missing or malformed reference

@@ -27,6 +27,23 @@ _REFERENCE = re.compile(
     rf"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?(?:@(?P<digest>sha256:[0-9a-f]{{64}}))?$")
 
 
+# Vast.ai hosts cache the layers of the vendor's popular images (vast-ai/base-image README,
+# "Building a Derived Image": "Vast.ai hosts already have our base layers cached, so only your
+# custom layers need to be downloaded"): renting one of them pulls next to nothing.
+VENDOR_NAMESPACE = "vastai/"
+# The vendor's TensorFlow image matching our pin (docker/thin.Dockerfile builds on the same
+# tag; tests/docker keeps the two equal): what `remote.python: overlay` runs on.
+VENDOR_TF_IMAGE = "vastai/tensorflow:2.21.0"
+
+
+def is_vendor_image(image: str | None) -> bool:
+    try:
+        registry, path, _ = parse(image)
+    except UsageError:
+        return False
+    return registry == "docker.io" and path.startswith(VENDOR_NAMESPACE)
+
+
 def parse(image: str | None) -> tuple[str, str, str | None]:
     """-> (registry, path, tag or digest or None); UsageError with what to fix when the reference is malformed."""
     if not image or PLACEHOLDER in image:

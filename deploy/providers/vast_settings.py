@@ -25,6 +25,7 @@ VAST_DEFAULTS: dict = {
     "expected_hours": 6.0,          # the cost guards' warning threshold and status's projection
     "uplink_mbps": None,            # your upload speed; default: measured after `up` (.deploy/plan.json), 100 before
     "image_gb": None,               # the image's compressed size; default: its registry manifest, else 6.8
+    "max_image_pull_gb": 2.0,       # `check` warns when a host would pull more image than this
     "max_hours": 12.0,              # watchdog: stop the instance after this much rental time
     "budget_usd": 30.0,             # watchdog: ... or once this much is spent
     "idle_grace_minutes": 30,       # watchdog: stop once nothing ran or was fetched for this long
@@ -48,6 +49,7 @@ _TYPES = {
     "max_price_per_hour": (int, float, type(None)), "min_inet_down_mbps": (int, float, type(None)),
     "min_cuda": (int, float, type(None)), "direct_ports": bool, "verified": bool, "order_by": str,
     "uplink_mbps": (int, float, type(None)), "image_gb": (int, float, type(None)),
+    "max_image_pull_gb": (int, float),
     "expected_hours": (int, float), "max_hours": (int, float, type(None)), "budget_usd": (int, float, type(None)),
     "idle_grace_minutes": (int, float), "bid_price": (int, float, type(None)),
     "ready_timeout_minutes": (int, float), "max_attempts": int, "label": (str, type(None)), "env": dict,
@@ -75,6 +77,7 @@ class VastSettings:
     expected_hours: float
     uplink_mbps: float | None
     image_gb: float | None
+    max_image_pull_gb: float
     max_hours: float | None
     budget_usd: float | None
     idle_grace_minutes: float

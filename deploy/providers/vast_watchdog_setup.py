@@ -32,19 +32,31 @@ class WatchdogSetup:
             "poll_seconds": self.s.watchdog_poll_seconds,
         }
 
+    def _watchdog_python_sh(self) -> str:
+        """sh setting $wpy: the first interpreter on the host that has the vastai SDK.
+
+        The watchdog needs only `vastai`. With remote.python auto-venv or overlay, the venv
+        that sync builds has it (the `watchdog` extra), but `up` starts the watchdog before
+        any sync; Vast's own images carry the SDK in their Python; our image in python3.
+        """
+        from deploy.layout import Layout
+        from deploy.remote import q, rpath
+
+        ws = self.config.get("remote", {}).get("workspace", "/workspace")
+        venv_py = rpath(f"{ws.rstrip('/')}/venv/bin/python")
+        return (f"wpy=python3; for c in {venv_py} {q(Layout.host_python(self.config))} /venv/main/bin/python python3; "
+                f"do \"$c\" -c 'import vastai' >/dev/null 2>&1 && {{ wpy=$c; break; }}; done")
+
     def _install_watchdog(self, host: Host) -> None:
         """Copy deploy/watchdog.py to the instance and (re)start it detached.
 
         It is one self-contained file: deploy/ is not synced to the instance, only trainer/.
         """
-        from deploy.remote import Remote, q, rpath
+        from deploy.remote import Remote, rpath
 
         ws = self.config.get("remote", {}).get("workspace", "/workspace")
         wd = f"{ws.rstrip('/')}/{WATCHDOG_DIR}"
         source = (Path(__file__).resolve().parent.parent / "watchdog.py").read_text()
-        py = self.config.get("remote", {}).get("python") or "python3"
-        if py == "auto-venv":
-            py = "python3"
         with Remote(host, self.state.known_hosts).connect(retry_for=30, retry_auth=True, quiet=True) as r:
             for name, text in (("watchdog.py", source), ("config.json", json.dumps(self._watchdog_config(), indent=2))):
                 # stream(): a raw channel that sends EOF after stdin, for files of any size
@@ -59,7 +71,8 @@ class WatchdogSetup:
             said = r.check(
                 f"cd {rpath(wd)} && {{ [ -f watchdog.pid ] && kill $(cat watchdog.pid) 2>/dev/null; true; }} && "
                 f"size=$(wc -c < watchdog.log 2>/dev/null || echo 0) && "
-                f"{{ nohup setsid {q(py)} watchdog.py --config config.json >> watchdog.log 2>&1 < /dev/null & }}; "
+                f"{self._watchdog_python_sh()}; "
+                f"{{ nohup setsid \"$wpy\" watchdog.py --config config.json >> watchdog.log 2>&1 < /dev/null & }}; "
                 f"i=0; while [ $i -lt 150 ]; do new=$(tail -c +$((size + 1)) watchdog.log 2>/dev/null); "
                 f"case \"$new\" in *'watching instance'*) echo OK; exit 0;; *exiting*) printf '%s\\n' \"$new\" | tail -n 1; "
                 f"exit 0;; esac; sleep 0.1; i=$((i + 1)); done; echo 'no word from the watchdog after 15 s'",

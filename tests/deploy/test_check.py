@@ -134,3 +134,28 @@ def test_check_reports_a_passphrase_key_missing_from_the_agent_and_accepts_it_on
                    check=True, stdin=subprocess.DEVNULL, capture_output=True)
     r = vast.project.run("check", env=env)
     assert r.returncode == 0 and any("passphrase" in ln and "agent" in ln for ln in _lines(r, "ok")), out(r)
+
+
+def test_check_warns_of_a_large_image_pull_and_names_the_image_free_way(vast):
+    vast.fake.add_offer()
+    vast.set(image_gb=6.8)  # today's GPU image
+    r = vast.run("check")
+    assert r.returncode == 0, out(r)  # a warning, not a fix: it works, it costs
+    warn = [ln for ln in _lines(r, "warn") if "6.8 GB" in ln]
+    assert warn and "vastai/tensorflow:2.21.0" in warn[0] and "overlay" in warn[0] and "image-thin" in warn[0], r.stdout
+    vast.set(image_gb=0.3)
+    small = vast.run("check")
+    assert not [ln for ln in _lines(small, "warn") if "pulls" in ln]
+    assert any("pulls 0.3 GB" in ln for ln in _lines(small, "ok")), small.stdout
+
+
+def test_check_wants_overlay_with_the_vendor_tensorflow_image(vast):
+    vast.fake.add_offer()
+    vast.set(image="vastai/tensorflow:2.21.0")
+    r = vast.run("check")  # remote.python is the test interpreter: TensorFlow in /venv/main goes unused
+    assert r.returncode == 2
+    assert any("/venv/main" in ln and "remote.python: overlay" in ln for ln in _lines(r, "FIX")), r.stdout
+    vast.project.write_config(remote={"python": "overlay"})
+    r = vast.run("check")
+    assert r.returncode == 0, out(r)
+    assert any("vastai/tensorflow:2.21.0" in ln and "cached" in ln for ln in _lines(r, "ok")), r.stdout

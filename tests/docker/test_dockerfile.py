@@ -45,6 +45,9 @@ def test_thin_image_tracks_the_tensorflow_pin():
     # the vendor image named by default carries the TensorFlow our gpu extra pins
     pin = image_build.tensorflow_spec("gpu").split("==")[1]
     assert image_build.thin_default_base() == f"vastai/tensorflow:{pin}"
+    from deploy.providers.vast_image import VENDOR_TF_IMAGE  # what `check` recommends
+
+    assert VENDOR_TF_IMAGE == image_build.thin_default_base()
 
 
 def test_hadolint_does_report_a_bad_dockerfile(tmp_path):
