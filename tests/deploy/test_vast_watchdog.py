@@ -79,7 +79,8 @@ def test_budget_cap_stops_even_while_training_runs(fake_vast, instance, tmp_path
     home = setup_watch(tmp_path, fake_vast, iid, price_per_hour=100.0, budget_usd=0.01, idle_grace_minutes=60)
     run = home.parent / "runs" / "r2"
     run.mkdir()
-    trainer = subprocess.Popen(["sh", "-c", "sleep 60", RUN_MARK])  # what deploy/start.py's run looks like
+    # what deploy/start.py's run looks like: sh <run dir>/run.sh deploy-run.sh
+    trainer = subprocess.Popen(["sh", "-c", "sleep 60", str(run / "run.sh"), RUN_MARK])
     try:
         (run / "pid").write_text(str(trainer.pid))
         r = run_watchdog(home, {"CONTAINER_API_KEY": key, "CONTAINER_ID": str(iid)})
