@@ -226,3 +226,43 @@ def test_ssh_opens_a_shell_in_the_workspace(project):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert str(project.workspace) in r.stdout
+
+
+def test_stop_ends_the_run_with_143_and_destroys_nothing(project, fake_trainer):
+    fake_trainer.behave(lines=300, delay=0.1, code=0)
+    run = deployed(project)
+    wait_for(lambda: "line 3 of" in (project.remote_run_dir(run) / "train.log").read_text(), what="the run")
+    r = project.run("stop", timeout=150)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "exit code 143" in r.stdout and "start --resume" in r.stdout
+    assert (project.remote_run_dir(run) / "exit_status").read_text().strip() == "143"
+    assert "host" in project.state()  # nothing released
+    assert (project.remote_run_dir(run) / "training_history.csv").is_file()  # nothing deleted
+    assert project.run("logs", "-f").returncode == 143
+    again = project.run("stop")
+    assert again.returncode == 0 and "nothing to stop" in again.stdout
+
+
+def test_run_sh_started_by_hand_is_seen_as_running(project, fake_trainer):
+    """run.sh says it is safe to re-run by hand; `sh run.sh` then must count as a live run
+    everywhere (status, start's refusal, the watchdog), not as an interrupted one."""
+    from deploy import watchdog
+
+    fake_trainer.behave(lines=2, delay=0.0)
+    run = deployed(project)
+    assert project.run("logs", "-f").returncode == 0
+    fake_trainer.behave(lines=200, delay=0.1)
+    run_dir = project.remote_run_dir(run)
+    (run_dir / "exit_status").unlink()
+    by_hand = subprocess.Popen(["sh", "run.sh"], cwd=run_dir, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (run_dir / "pid").is_file() and int((run_dir / "pid").read_text()) == by_hand.pid,
+                 what="the pid file")
+        assert watchdog.runs(project.workspace)[run] == "running"
+        assert '"state": "running"' in project.run("status", "--json").stdout
+        r = project.run("start")
+        assert r.returncode == 2 and "still running" in r.stderr
+    finally:
+        os.killpg(by_hand.pid, signal.SIGKILL)
+        by_hand.wait()
