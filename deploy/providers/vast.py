@@ -638,6 +638,9 @@ class VastProvider(Provider):
             print(f"destroyed instance {iid}; confirmed gone: nothing is rented for this project any more")
         else:
             print(f"instance {iid} no longer exists on Vast.ai (destroyed elsewhere or expired); cleaned .deploy/")
+        if unfetched:  # forced: those results are gone, so they must not block every later `down`
+            self.state.give_up(unfetched)
+            print(f"gave up the unfetched results of run(s) {', '.join(unfetched)} (recorded in .deploy/)")
         leftovers = [r["id"] for r in self._labelled()]
         for other in leftovers:  # a second instance from an earlier crash: also ours, also billing
             self._destroy(int(other))
