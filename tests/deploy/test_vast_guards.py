@@ -63,3 +63,25 @@ def test_status_shows_the_watchdog_its_next_stop_and_when_it_is_dead(vast):
         assert "NOT running" in table.stdout and "cost guards are off" in table.stdout
     finally:
         vast.run("down", "--force")
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_vast_api_5xx_is_one_line(vast, status):
+    fake = vast.fake
+    fake.add_offer()
+    original = fake.handle
+
+    def failing(method, path, *args, **kwargs):  # the service having a bad minute
+        if path.startswith("/api/"):
+            fake.requests.append({"method": method, "path": path, "body": None, "auth": "user"})
+            return status, "<html><body>upstream error</body></html>", {}
+        return original(method, path, *args, **kwargs)
+
+    fake.handle = failing
+    for cmd in ("offers", "up"):
+        r = vast.run(cmd, timeout=180)
+        assert r.returncode == 2, out(r)
+        assert "Traceback" not in r.stderr, r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert f"HTTP {status}" in line and "again" in line, line
+    assert not fake.live_instances()
