@@ -8,7 +8,7 @@ EXTRAS ?= train,cpu,deploy,dev
 CONFIG ?= configs/deploy.yaml
 DEPLOY := $(PY) -m deploy --config $(CONFIG)
 
-.PHONY: setup test test-fast demo bench deploy logs fetch status ssh destroy run \
+.PHONY: setup test test-fast demo bench deploy logs fetch status stop ssh destroy run \
         image image-cpu push local-run docker-smoke clean
 
 setup: $(STAMP)
@@ -61,6 +61,9 @@ fetch: setup
 
 status: setup
 	$(DEPLOY) status
+
+stop: setup         ## SIGTERM the run on the host (it checkpoints, exits 143); destroys nothing
+	$(DEPLOY) stop
 
 ssh: setup
 	$(DEPLOY) ssh

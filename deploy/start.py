@@ -92,6 +92,8 @@ finish() {{
 }}
 trap 'finish 143' TERM
 trap 'finish 130' INT
+# the instance's own API key (Vast.ai puts it in every container) is the watchdog's, not the trainer's
+unset CONTAINER_API_KEY VAST_API_KEY
 {exports}export PYTHONPATH={rpath(layout.app)}
 export PYTHONUNBUFFERED=1
 cd {rpath(layout.app)} || finish 1

@@ -28,6 +28,7 @@ from pathlib import Path
 from deploy import download_dataset
 from deploy.config import AUTO_VENV
 from deploy.errors import UsageError
+from deploy.http_guard import refuse_plain_http
 from deploy.layout import Layout, project_root
 from deploy.remote import Remote, explain, q, rpath
 
@@ -223,6 +224,8 @@ def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
     """The host fetches the archive itself; secrets travel on the SSH channel's stdin only."""
     ds = config["dataset"]
     url, headers = download_dataset.source(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
+    if headers:
+        refuse_plain_http(url, "the dataset credentials", "dataset.url" if ds["url"] else "DEPLOY_KAGGLE_API")
     py = "python3" if config["remote"]["python"] == AUTO_VENV else config["remote"]["python"]
     source = Path(download_dataset.__file__).read_text()
     print(f"the host downloads the dataset from {download_dataset.redact(url)}")

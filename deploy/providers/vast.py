@@ -150,12 +150,16 @@ class VastProvider(Provider):
                 from vastai import VastAI
             except ImportError:
                 raise UsageError("the vastai SDK is not installed: pip install -e '.[deploy]'") from None
+            from deploy.http_guard import refuse_plain_http
+
+            refuse_plain_http(self.s.server_url, "the Vast.ai API key", "vast.server_url")
             try:
                 # raw/quiet: data back, nothing printed by the SDK (it would never print the key anyway).
                 self._sdk = VastAI(server_url=self.s.server_url.rstrip("/"), retry=3, raw=True, quiet=True)
             except RuntimeError:
-                raise UsageError("no Vast.ai API key: `export VAST_API_KEY=...` or save it with "
-                                 "`vastai set api-key ...` (~/.config/vastai/vast_api_key)") from None
+                raise UsageError("no Vast.ai API key: save it with `vastai set api-key \"$(read -rs k; echo \"$k\")\"` "
+                                 "(~/.config/vastai/vast_api_key), or `read -rs VAST_API_KEY && export VAST_API_KEY`"
+                                 ) from None
         return self._sdk
 
     def _call(self, fn, *args, **kwargs):
@@ -272,8 +276,12 @@ class VastProvider(Provider):
         # The image ships no SSH host keys (one image, many machines): make this container's
         # own if Vast's SSH set-up has not, and make sure sshd runs.
         return ("ssh-keygen -A >/dev/null 2>&1; mkdir -p /run/sshd; pgrep -x sshd >/dev/null || /usr/sbin/sshd; "
+                # /etc/environment is world-readable and every SSH session (the training run too) reads
+                # it: the instance's variables go there, its key does not (the watchdog, root, reads
+                # it from /proc/1/environ)
                 "sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
-                "env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=' >> /etc/environment; "
+                "env | grep -E '^(CONTAINER_ID|VAST_[A-Z_]+)=' | grep -v -E '^[A-Z_]*(KEY|TOKEN|SECRET)[A-Z_]*=' "
+                ">> /etc/environment; "
                 f"if [ -f {wd}/watchdog.py ]; then "
                 f"nohup python3 {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
