@@ -123,3 +123,41 @@ def test_a_run_name_reused_on_another_host_is_refused(project, fake_trainer, tmp
     r = project.run("fetch", "--run", "exp1")
     assert r.returncode == 2 and "another --name" in r.stderr
     assert (project.cwd / "runs" / "exp1" / "best_model.keras").read_bytes() == first
+
+
+def test_a_run_resumed_while_fetching_is_not_recorded_as_fetched_for_good(project):
+    """fetch of an ended run while `start --resume` (here: from another machine) brings it back to
+    life: final_fetch must not be true, or `down` would destroy a training run unguarded."""
+    import threading
+
+    assert project.run("up").returncode == 0
+    run_dir = project.remote_run_dir("r1")
+    run_dir.mkdir(parents=True)
+    (run_dir / "exit_status").write_text("1\n")
+    (run_dir / "train.log").write_text("epoch 1\nfailed\n")
+    (run_dir / "best_model.keras").write_bytes(os.urandom(2_000_000))
+    local = project.cwd / "runs" / "r1"
+    holder: list = []
+
+    def resume_when_fetch_begins():
+        deadline = time.monotonic() + 60
+        while not local.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        p = subprocess.Popen(["sh", "-c", "sleep 120", str(run_dir / "run.sh"), RUN_MARK], start_new_session=True)
+        holder.append(p)
+        (run_dir / "pid").write_text(f"{p.pid}\n")
+        (run_dir / "exit_status").unlink()
+
+    t = threading.Thread(target=resume_when_fetch_begins, daemon=True)
+    t.start()
+    try:
+        r = project.run("fetch", "--run", "r1")
+        t.join(60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert holder, "the resume never happened"
+        assert project.state()["runs"]["r1"]["final_fetch"] is False
+        assert "while fetching" in r.stdout
+    finally:
+        for p in holder:
+            p.kill()
+            p.wait()
