@@ -37,6 +37,12 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 logging.getLogger("paramiko").propagate = False
 
 DISK_FULL = "No space left on device"
+# A link can die silently (a frozen sshd, a NAT that forgot us): TCP still accepts what we
+# send, so only an answer proves the server is there. A stream with no output for
+# IDLE_PROBE_S asks for one (a keepalive@openssh.com global request, which OpenSSH
+# answers, even if only to refuse it); none within PROBE_TIMEOUT_S means the link is dead.
+IDLE_PROBE_S = 10.0
+PROBE_TIMEOUT_S = 5.0
 
 
 def rpath(path: str) -> str:
@@ -249,18 +255,24 @@ class Remote:
         try:
             chan = self.conn.transport.open_session()
             chan.set_combine_stderr(True)
-            chan.settimeout(5.0)
+            chan.settimeout(1.0)
             chan.exec_command(f"sh -c {q(script)}")
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
+            quiet_since = time.monotonic()
             while True:
                 try:
                     data = chan.recv(65536)
                 except socket.timeout:
                     if not self.conn.transport.is_active():
                         return None
+                    if time.monotonic() - quiet_since >= IDLE_PROBE_S:
+                        if not self.server_answers(PROBE_TIMEOUT_S):
+                            return None  # dead link: the caller reconnects
+                        quiet_since = time.monotonic()
                     continue
+                quiet_since = time.monotonic()
                 if not data:
                     break
                 out(data)
@@ -270,6 +282,24 @@ class Remote:
             return None if code == -1 else code
         except (OSError, EOFError, paramiko.SSHException):
             return None
+
+    def server_answers(self, timeout: float) -> bool:
+        """Does the SSH server still answer? (see IDLE_PROBE_S; paramiko's own keepalive never waits
+        for a reply, so it cannot tell.) The request runs in a thread: paramiko would wait forever."""
+        transport = self.conn.transport if self.conn is not None else None
+        if transport is None or not transport.is_active():
+            return False
+        answered = threading.Event()
+
+        def ask() -> None:
+            try:
+                transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:  # noqa: BLE001  (any failure means: no answer)
+                return
+            answered.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        return answered.wait(timeout) and transport.is_active()
 
     # -- the same settings for OpenSSH (rsync -e, `deploy ssh`) ----------------------
     def ssh_argv(self, interactive: bool = False) -> list[str]:

@@ -266,3 +266,65 @@ def test_run_sh_started_by_hand_is_seen_as_running(project, fake_trainer):
     finally:
         os.killpg(by_hand.pid, signal.SIGKILL)
         by_hand.wait()
+
+
+def _sshd_session_processes(server) -> list[int]:
+    """Every sshd process serving a connection (children and grandchildren of the listener)."""
+    if not server.running:
+        return []
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        names[int(entry)] = stat[stat.index("(") + 1:stat.rindex(")")]
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    listener = server._proc.pid
+    found, frontier = [], [listener]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and names.get(pid, "").startswith("sshd"):
+                found.append(pid)
+                frontier.append(pid)
+    return found
+
+
+@pytest.mark.slow
+def test_a_silently_dead_link_is_noticed_and_logs_pick_up_exactly(project, fake_trainer):
+    """A frozen sshd (or a NAT that dropped the link) sends no error: without keepalives that
+    wait for an answer, `logs -f` would sit there forever."""
+    fake_trainer.behave(lines=120, delay=0.2, code=0)
+    run = deployed(project)
+    proc = project.popen("logs", "--follow", "-n", "1000")
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    reader.start()
+    wait_for(lambda: any("line 5 of" in ln for ln in out), what="the first lines")
+    frozen = _sshd_session_processes(project.server)
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        err: list[str] = []
+        err_reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+        err_reader.start()
+        wait_for(lambda: any("connection to 127.0.0.1 lost" in ln for ln in err), timeout=45,
+                 what="logs -f to notice the dead link")
+        assert time.monotonic() - t0 < 40
+        assert proc.wait(90) == 0
+    finally:
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    reader.join(5)
+    lines = [ln.strip() for ln in out if ln.startswith("line ")]
+    assert lines == [f"line {i} of 120" for i in range(1, 121)]  # nothing lost, nothing twice
+    assert (project.remote_run_dir(run) / "exit_status").read_text().strip() == "0"
