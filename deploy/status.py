@@ -58,14 +58,12 @@ echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null
                 info["best_val_accuracy"] = max(vals)
                 info["epochs_done"] = len(history)
         info["log_tail"] = sections.get("log", [])
-    if "watchdog" in sections:
-        info["watchdog"] = watchdog_info(sections)
         fetched = state.runs.get(run, {})
         info["last_fetch_at"] = fetched.get("last_fetch_at")
     else:
         info["state"] = "no run started"
-        if "watchdog" in sections:
-            info["watchdog"] = watchdog_info(sections)
+    if "watchdog" in sections:
+        info["watchdog"] = watchdog_info(sections)
     return info
 
 

@@ -144,7 +144,10 @@ def test_fetch_mid_run_then_final_verified_and_down(project, fake_trainer):
     mid = project.run("fetch")
     assert mid.returncode == 0, mid.stderr
     local = project.cwd / "runs" / run
-    assert (local / "best_model.keras").stat().st_size == 200_000
+    # the stand-in rewrites best_model.keras in place every 0.2 s: fetch installs it only when a
+    # copy was verified, otherwise says it is being written; never a torn file
+    model = local / "best_model.keras"
+    assert (model.is_file() and model.stat().st_size == 200_000) or "still being written" in mid.stdout, mid.stdout
     state = project.state()["runs"][run]
     assert state["final_fetch"] is False  # fetched while running: not the final results
     assert project.run("logs", "-f").returncode == 0
