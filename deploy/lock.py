@@ -18,12 +18,19 @@ from pathlib import Path
 
 from deploy.errors import UsageError
 
-WAIT_S = 5.0  # a short wait: a command that is finishing (a state write) lets go within it
+# A short wait: a command that is finishing (a state write) lets go within it.
+# DEPLOY_LOCK_WAIT (seconds) changes it, e.g. for scripts that queue commands on purpose.
+WAIT_S = 5.0
 
 
 class DeployLock:
-    def __init__(self, root: str | os.PathLike, wait_s: float = WAIT_S):
+    def __init__(self, root: str | os.PathLike, wait_s: float | None = None):
         self.path = Path(root) / "lock"
+        if wait_s is None:
+            try:
+                wait_s = float(os.environ.get("DEPLOY_LOCK_WAIT", WAIT_S))
+            except ValueError:
+                raise UsageError("DEPLOY_LOCK_WAIT must be a number of seconds") from None
         self.wait_s = wait_s
         self._fd: int | None = None
         self._depth = 0  # `run` takes it per step; a step inside a locked step does not wait on itself

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from deploy.runstate import RUN_MARK
 
 
@@ -27,6 +29,7 @@ def live_run(project, name="r1") -> tuple:
     return run_dir, holder
 
 
+@pytest.mark.slow
 def test_a_model_half_written_in_place_never_replaces_the_good_local_copy(project):
     assert project.run("up").returncode == 0
     run_dir, holder = live_run(project)

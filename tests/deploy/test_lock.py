@@ -31,7 +31,7 @@ def test_a_second_command_is_told_which_pid_holds_the_lock(project):
     try:
         for cmd in ("sync", "start", "fetch", "down", "up", "stop"):
             t0 = time.monotonic()
-            r = project.run(cmd)
+            r = project.run(cmd, env={"DEPLOY_LOCK_WAIT": "0.5"})
             assert r.returncode == 2, (cmd, out(r))
             last = r.stderr.strip().splitlines()[-1]
             assert "another deploy command is running (pid 4242)" in last and "Traceback" not in r.stderr, (cmd, last)
