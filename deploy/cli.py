@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         response = getattr(exc, "response", None)
         if response is None or not hasattr(response, "status_code"):
             raise
-        print(f"error: {response.request.method if response.request else 'request'} {response.url} failed with "
+        url = str(response.url).split("?", 1)[0]  # a query string could carry a credential: never printed
+        print(f"error: {response.request.method if response.request else 'request'} {url} failed with "
               f"HTTP {response.status_code} ({(response.reason or '').strip() or 'no reason given'}): the service "
               f"is failing, not your setup; nothing more was changed - run the same command again in a minute",
               file=sys.stderr)

@@ -146,6 +146,10 @@ def fetch(remote: Remote, layout: Layout, state, run: str | None = None, dest_ro
         if _append_only(f) and (staging / f).is_file():
             _install(staging / f, dest / f)
     shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.parent.rmdir()  # runs/.fetching/, once no other run's fetch is half-way
+    except OSError:
+        pass
     # the run may have been resumed (or may have ended) while we copied: final only if it ended before AND after
     status_after, code_after = run_state(remote, run_dir)
     ended = status in ("finished", "failed", "stopped") and (status_after, code_after) == (status, code)

@@ -58,6 +58,7 @@ def test_a_model_half_written_in_place_never_replaces_the_good_local_copy(projec
         done = project.run("fetch", "--run", "r1")
         assert done.returncode == 0, done.stderr
         assert local.read_bytes() == new
+        assert not (project.cwd / "runs" / ".fetching").exists()  # no staging left behind
         assert project.state()["runs"]["r1"]["fetches"][-1]["files"]["best_model.keras"] == digest(model)
     finally:
         holder.kill()

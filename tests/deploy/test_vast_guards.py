@@ -84,4 +84,5 @@ def test_a_vast_api_5xx_is_one_line(vast, status):
         assert "Traceback" not in r.stderr, r.stderr
         line = r.stderr.strip().splitlines()[-1]
         assert f"HTTP {status}" in line and "again" in line, line
+        assert vast.api_key not in out(r)
     assert not fake.live_instances()
