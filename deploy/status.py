@@ -72,7 +72,7 @@ def watchdog_script(layout: Layout) -> str:
     """sh: the watchdog's status.json, stopped.json, whether its pid is alive, its log's last lines."""
     wd = rpath(layout.workspace + "/.watchdog")
     return f"""if [ -d {wd} ]; then
-echo @@watchdog; pid=$(cat {wd}/watchdog.pid 2>/dev/null)
+echo @@watchdog; pid=$(cat {wd}/watchdog.pid 2>/dev/null || sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p' {wd}/status.json 2>/dev/null)
 case "$pid" in ''|*[!0-9]*) echo alive=0;; *) tr '\\000' ' ' < /proc/$pid/cmdline 2>/dev/null | grep -q watchdog.py \\
   && echo "alive=$pid" || echo alive=0;; esac
 echo @@wd_status; cat {wd}/status.json 2>/dev/null; echo  # JSON files end without a newline

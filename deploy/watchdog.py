@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     home = cfg_path.parent
     try:
         (home / "watchdog.pid").write_text(str(os.getpid()))
-    except OSError as exc:  # a full disk: watch anyway (status reads the pid from status.json too)
+    except OSError as exc:  # a full disk: watch anyway (`status` then takes the pid from status.json)
         log(f"cannot write watchdog.pid ({exc})")
     key, container_id = container_credentials()
     if not key:
