@@ -8,7 +8,7 @@ EXTRAS ?= train,cpu,deploy,dev
 CONFIG ?= configs/deploy.yaml
 DEPLOY := $(PY) -m deploy --config $(CONFIG)
 
-.PHONY: setup test test-fast demo bench check deploy logs fetch status ssh destroy run tensorboard watch \
+.PHONY: setup test test-fast demo bench check deploy logs fetch status stop ssh destroy run tensorboard watch \
         image image-cpu image-thin push local-run docker-smoke docker-smoke-thin clean
 
 setup: $(STAMP)
@@ -65,6 +65,9 @@ fetch: setup
 
 status: setup
 	$(DEPLOY) status
+
+stop: setup         ## SIGTERM the run on the host (it checkpoints, exits 143); destroys nothing
+	$(DEPLOY) stop
 
 ssh: setup
 	$(DEPLOY) ssh

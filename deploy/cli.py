@@ -1,4 +1,4 @@
-"""`python -m deploy [--config F] check|offers|bid|up|sync|start|status|logs|fetch|ssh|down|run|tensorboard|watch`.
+"""`python -m deploy [--config F] check|offers|bid|up|sync|start|stop|status|logs|fetch|ssh|down|run|tensorboard|watch`.
 
 Every command finds its target in `.deploy/` (written by `up`); the provider only
 rents/finds the machine, everything after "it answers SSH" is shared code.
@@ -39,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sync", help="send code and dataset (or feature cache) with rsync")
     s.add_argument("--bwlimit", type=int, metavar="KBPS", help="cap the upload rate (KiB/s), e.g. on a shared uplink")
     s.add_argument("--code-only", action="store_true", help="send only the code")
+    s.add_argument("--delete-remote", action="store_true",
+                   help="allow a sync that deletes most (or all) of the host's dataset")
     s = sub.add_parser("start", help="start the detached run (extract if needed, then train)")
     s.add_argument("--resume", action="store_true", help="continue the last run from its last checkpoint")
     s.add_argument("--name", help="run name (default: the UTC time)")
+    s = sub.add_parser("stop", help="stop the run on the host (SIGTERM: it checkpoints, exits 143); destroys nothing")
+    s.add_argument("--run", help="another run than the current one")
     s = sub.add_parser("status", help="run state, last epoch, best val_accuracy, GPUs, disk")
     s.add_argument("--json", action="store_true", help="one JSON object")
     s = sub.add_parser("logs", help="the run's train.log")
@@ -76,7 +80,10 @@ class Context:
 
         self.args = args
         self.config = config_mod.load(args.config)
+        from deploy.lock import DeployLock
+
         self.state = State(".deploy")
+        self.lock = DeployLock(".deploy")
         self.provider = get_provider(self.config, self.state)
 
     def remote(self, retry_for: float = 30):
@@ -84,7 +91,8 @@ class Context:
 
         host = self.provider.host()
         return Remote(host, self.state.known_hosts, self.config["ssh"]["connect_timeout"]).connect(
-            retry_for=retry_for, retry_auth=getattr(self.provider, "retry_auth", False))
+            retry_for=retry_for, retry_auth=getattr(self.provider, "retry_auth", False),
+            refused_attempts=getattr(self.provider, "refused_attempts", None))
 
     def layout(self):
         from deploy.layout import Layout
@@ -136,7 +144,8 @@ def cmd_sync(ctx: Context) -> int:
     with ctx.remote() as remote:
         started = time.time()
         t = run_sync(remote, ctx.layout(), ctx.config, ctx.state, bwlimit=getattr(ctx.args, "bwlimit", None),
-                     code_only=getattr(ctx.args, "code_only", False))
+                     code_only=getattr(ctx.args, "code_only", False),
+                     delete_remote=getattr(ctx.args, "delete_remote", False))
     if not getattr(ctx.args, "code_only", False):  # the upload phase of estimate vs actual
         plan_report.record_sync(ctx.state.root, started, time.time(), t.bytes_sent,
                                 (ctx.state.data.get("last_sync") or {}).get("source"))
@@ -151,6 +160,13 @@ def cmd_start(ctx: Context) -> int:
         start(remote, ctx.layout(), ctx.config, ctx.state, ctx.provider.remote_env(),
               resume=getattr(ctx.args, "resume", False), name=getattr(ctx.args, "name", None))
     return 0
+
+
+def cmd_stop(ctx: Context) -> int:
+    from deploy.stop import stop
+
+    with ctx.remote() as remote:
+        return stop(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None))
 
 
 def cmd_status(ctx: Context) -> int:
@@ -232,24 +248,39 @@ def cmd_watch(ctx: Context) -> int:
 def cmd_run(ctx: Context) -> int:
     if getattr(ctx.args, "dry_run", False):
         return cmd_up(ctx)  # the provider prints the plan; nothing is rented or started
-    for step in (cmd_up, cmd_sync, cmd_start):
-        step(ctx)
+    for step in ("up", "sync", "start"):
+        COMMANDS[step](ctx)
     ctx.args.follow, ctx.args.lines, ctx.args.run = True, 50, None
     code = cmd_logs(ctx)
     if code == 130:
         return code
-    cmd_fetch(ctx)  # a failed run's log and partial results are worth having too
+    COMMANDS["fetch"](ctx)  # a failed run's log and partial results are worth having too
     if code != 0:
         raise UsageError(f"run {ctx.state.current_run} failed with exit code {code}; its log is in "
                          f"runs/{ctx.state.current_run}/train.log")
     if ctx.args.down:
-        cmd_down(ctx)
+        COMMANDS["down"](ctx)
     return 0
 
 
-COMMANDS = {"check": cmd_check, "bid": cmd_bid, "offers": cmd_offers, "up": cmd_up, "sync": cmd_sync,
-            "start": cmd_start, "status": cmd_status, "logs": cmd_logs, "fetch": cmd_fetch, "ssh": cmd_ssh,
-            "down": cmd_down, "run": cmd_run, "tensorboard": cmd_tensorboard, "watch": cmd_watch}
+def locked(command):
+    """Hold .deploy/lock around a command that changes state or rents (see deploy/lock.py), and read
+    the state again once it is held: what another command wrote meanwhile is what counts."""
+    def wrapper(ctx: Context) -> int:
+        fresh = ctx.lock._fd is None
+        with ctx.lock:
+            if fresh:
+                ctx.state.reload()
+            return command(ctx)
+    return wrapper
+
+
+# check, offers, status, logs, ssh, tensorboard and watch only read: no lock, so they work while
+# a long sync or fetch holds it
+COMMANDS = {"check": cmd_check, "bid": locked(cmd_bid), "offers": cmd_offers, "up": locked(cmd_up),
+            "sync": locked(cmd_sync), "start": locked(cmd_start), "stop": locked(cmd_stop), "status": cmd_status,
+            "logs": cmd_logs, "fetch": locked(cmd_fetch), "ssh": cmd_ssh, "down": locked(cmd_down), "run": cmd_run,
+            "tensorboard": cmd_tensorboard, "watch": cmd_watch}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,3 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted (the run on the host, if any, keeps going)", file=sys.stderr)
         return 130
+    except Exception as exc:  # a service failing (an HTTP 5xx from the Vast.ai API): one line, not a traceback
+        response = getattr(exc, "response", None)
+        if response is None or not hasattr(response, "status_code"):
+            raise
+        url = str(response.url).split("?", 1)[0]  # a query string could carry a credential: never printed
+        print(f"error: {response.request.method if response.request else 'request'} {url} failed with "
+              f"HTTP {response.status_code} ({(response.reason or '').strip() or 'no reason given'}): the service "
+              f"is failing, not your setup; nothing more was changed - run the same command again in a minute",
+              file=sys.stderr)
+        return 2

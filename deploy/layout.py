@@ -15,6 +15,15 @@ from pathlib import Path
 import deploy
 from deploy.config import AUTO_VENV, OVERLAY, VENV_MODES
 from deploy.errors import UsageError
+from deploy.runstate import RUN_NAME
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a folder name on the host (runs/<run>) and here (runs/<run>): nothing that climbs out."""
+    if not RUN_NAME.fullmatch(name or ""):
+        raise UsageError(f"run name {name!r} is not allowed: use letters, digits and -_. (not starting with . or -), "
+                         f"at most 100 characters")
+    return name
 
 
 def project_root() -> Path:
@@ -35,7 +44,7 @@ class Layout:
         raise AttributeError(name)
 
     def run_dir(self, run: str) -> str:
-        return posixpath.join(self.workspace, "runs", run)
+        return posixpath.join(self.workspace, "runs", check_run_name(run))
 
     def python(self, config: dict) -> str:
         py = config["remote"]["python"]

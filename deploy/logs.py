@@ -13,7 +13,9 @@ import time
 
 from deploy.errors import UsageError
 from deploy.layout import Layout
+from deploy import runstate
 from deploy.remote import Remote, rpath
+from deploy.runstate import STATE_SH
 
 RECONNECT_FOR = 120  # seconds of reconnect attempts after a dropped connection
 
@@ -26,31 +28,19 @@ def _run_dir(layout: Layout, state, run: str | None) -> tuple[str, str]:
 
 
 def probe_script(run_dir: str, lines: int) -> str:
-    """sh: size of train.log, byte length of its last `lines` lines, pid, exit status."""
+    """sh: size of train.log, byte length of its last `lines` lines, then the run's state (runstate.py)."""
     d = rpath(run_dir)
-    return f"""
+    return STATE_SH + f"""
 cd {d} 2>/dev/null || {{ echo missing; exit 0; }}
 size=$(wc -c < train.log 2>/dev/null || echo 0)
 tail_bytes=$(tail -n {int(lines)} train.log 2>/dev/null | wc -c)
-echo "$size $tail_bytes $(cat pid 2>/dev/null || echo -) $(cat exit_status 2>/dev/null || echo -)"
+echo "$size $tail_bytes $(run_state {d})"
 """
 
 
 def run_state(remote: Remote, run_dir: str) -> tuple[str, int | None]:
-    """('running'|'finished'|'failed'|'stopped'|'missing', exit code)."""
-    d = rpath(run_dir)
-    out = remote.run(f"""
-cd {d} 2>/dev/null || {{ echo missing; exit 0; }}
-if [ -f exit_status ]; then echo "ended $(cat exit_status)"; exit 0; fi
-pid=$(cat pid 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo running; else echo stopped; fi
-""").stdout.split()
-    if not out:
-        return "missing", None
-    if out[0] == "ended":
-        code = int(out[1]) if len(out) > 1 and out[1].lstrip("-").isdigit() else None
-        return ("finished" if code == 0 else "failed"), code
-    return out[0], None
+    """('running'|'finished'|'failed'|'stopped'|'missing', exit code): deploy/runstate.py's rule, on the host."""
+    return runstate.parse(remote.run(STATE_SH + f"run_state {rpath(run_dir)}").stdout)
 
 
 def show(remote: Remote, layout: Layout, state, run: str | None = None, lines: int = 50) -> int:
@@ -73,7 +63,8 @@ def follow(remote: Remote, layout: Layout, state, run: str | None = None, lines:
         probe = remote.run(probe_script(run_dir, lines)).stdout.split()
         if not probe or probe[0] == "missing":
             raise UsageError(f"run {run} does not exist on {remote.host.host}")
-        size, tail_bytes, pid, exit_status = int(probe[0]), int(probe[1]), probe[2], probe[3]
+        size, tail_bytes = int(probe[0]), int(probe[1])
+        pid = runstate.parse_pid(" ".join(probe[2:]))
         if offset is None:
             offset = size - tail_bytes
         received = 0
@@ -84,11 +75,11 @@ def follow(remote: Remote, layout: Layout, state, run: str | None = None, lines:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
 
-        if exit_status != "-" or pid == "-":
-            # ended (or never wrote a pid): print what is left and stop
+        if pid is None:
+            # ended, or not alive (a stale pid after a host restart): print what is left and stop
             code = remote.stream(f"tail -c +{offset + 1} {d}/train.log", on_bytes=out)
         else:
-            code = remote.stream(f"exec tail -c +{offset + 1} -F -s 0.5 --pid={int(pid)} {d}/train.log 2>/dev/null",
+            code = remote.stream(f"exec tail -c +{offset + 1} -F -s 0.5 --pid={pid} {d}/train.log 2>/dev/null",
                                  on_bytes=out)
         offset += received
         if code is None:  # the connection dropped; the run did not

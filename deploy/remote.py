@@ -12,6 +12,8 @@ scripts with `q()` (shlex.quote) around every value.
 
 from __future__ import annotations
 
+import errno
+import logging
 import shlex
 import socket
 import sys
@@ -28,7 +30,19 @@ from deploy.providers.base import Host
 
 q = shlex.quote
 
+# paramiko logs its transport thread's failures ("Error reading SSH protocol banner", with a
+# traceback) through `logging`; unconfigured, Python's last-resort handler prints them on
+# stderr while a host boots. We report connection failures ourselves, as one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
 DISK_FULL = "No space left on device"
+# A link can die silently (a frozen sshd, a NAT that forgot us): TCP still accepts what we
+# send, so only an answer proves the server is there. A stream with no output for
+# IDLE_PROBE_S asks for one (a keepalive@openssh.com global request, which OpenSSH
+# answers, even if only to refuse it); none within PROBE_TIMEOUT_S means the link is dead.
+IDLE_PROBE_S = 10.0
+PROBE_TIMEOUT_S = 5.0
 
 
 def rpath(path: str) -> str:
@@ -103,10 +117,16 @@ class Remote:
         conn.transport.set_keepalive(15)
         return conn
 
-    def connect(self, retry_for: float = 30, retry_auth: bool = False, quiet: bool = False) -> "Remote":
-        """Connect, retrying refused/timed-out attempts with backoff for `retry_for` seconds."""
+    def connect(self, retry_for: float = 30, retry_auth: bool = False, quiet: bool = False,
+                refused_attempts: int | None = None) -> "Remote":
+        """Connect, retrying refused/timed-out attempts with backoff for `retry_for` seconds.
+
+        A host name that does not resolve is a typo, not a boot delay: it fails at once.
+        `refused_attempts`: give up after that many refused connections (provider ssh: a
+        host we are not booting, so a refused port is most likely the wrong port).
+        """
         deadline = time.monotonic() + retry_for
-        delay, attempt, last = 1.0, 0, ""
+        delay, attempt, last, refused = 1.0, 0, "", 0
         while True:
             attempt += 1
             for cand in self._candidates():
@@ -127,8 +147,19 @@ class Remote:
                             f"{host_label(cand)} refused SSH key {cand.identity_file or '(agent/default keys)'}: "
                             f"add its .pub to ~{cand.user}/.ssh/authorized_keys there, or fix ssh.user / "
                             f"ssh.identity_file") from None
+                except socket.gaierror as exc:
+                    raise UsageError(f"cannot resolve the host name {cand.host!r} ({exc.strerror or exc}): check "
+                                     f"ssh.host (a typo?) and this machine's network") from None
                 except (OSError, socket.timeout, EOFError, paramiko.SSHException) as exc:
-                    last = str(exc) or type(exc).__name__
+                    if _refused(exc):
+                        refused += 1
+                        last = f"connection refused at {cand.host}:{cand.port}"
+                    else:
+                        last = str(exc) or type(exc).__name__
+            if refused_attempts is not None and refused >= refused_attempts * len(self._candidates()):
+                raise UsageError(
+                    f"nothing accepts SSH connections at {self.host.host}:{self.host.port} (connection refused, "
+                    f"{attempt} attempt(s)): check ssh.host / ssh.port, and that sshd runs there") from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise UsageError(
@@ -226,18 +257,24 @@ class Remote:
         try:
             chan = self.conn.transport.open_session()
             chan.set_combine_stderr(True)
-            chan.settimeout(5.0)
+            chan.settimeout(1.0)
             chan.exec_command(f"sh -c {q(script)}")
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
+            quiet_since = time.monotonic()
             while True:
                 try:
                     data = chan.recv(65536)
                 except socket.timeout:
                     if not self.conn.transport.is_active():
                         return None
+                    if time.monotonic() - quiet_since >= IDLE_PROBE_S:
+                        if not self.server_answers(PROBE_TIMEOUT_S):
+                            return None  # dead link: the caller reconnects
+                        quiet_since = time.monotonic()
                     continue
+                quiet_since = time.monotonic()
                 if not data:
                     break
                 out(data)
@@ -248,11 +285,30 @@ class Remote:
         except (OSError, EOFError, paramiko.SSHException):
             return None
 
+    def server_answers(self, timeout: float) -> bool:
+        """Does the SSH server still answer? (see IDLE_PROBE_S; paramiko's own keepalive never waits
+        for a reply, so it cannot tell.) The request runs in a thread: paramiko would wait forever."""
+        transport = self.conn.transport if self.conn is not None else None
+        if transport is None or not transport.is_active():
+            return False
+        answered = threading.Event()
+
+        def ask() -> None:
+            try:
+                transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:  # noqa: BLE001  (any failure means: no answer)
+                return
+            answered.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        return answered.wait(timeout) and transport.is_active()
+
     # -- the same settings for OpenSSH (rsync -e, `deploy ssh`) ----------------------
     def ssh_argv(self, interactive: bool = False) -> list[str]:
         h = self.host
         argv = ["ssh", "-p", str(h.port),
-                "-o", f"UserKnownHostsFile={self.known_hosts.absolute()}",
+                # quoted: OpenSSH splits UserKnownHostsFile on whitespace ("/my project/..." -> 2 files)
+                "-o", f'UserKnownHostsFile="{self.known_hosts.absolute()}"',
                 "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null",
                 "-o", "UpdateHostKeys=no", "-o", f"ConnectTimeout={int(self.connect_timeout)}",
                 "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
@@ -265,6 +321,13 @@ class Remote:
     @property
     def target(self) -> str:
         return f"{self.host.user}@{self.host.host}"
+
+
+def _refused(exc: BaseException) -> bool:
+    """Connection refused (nothing listens there), as raised directly or wrapped by paramiko."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return bool(exc.errors) and all(getattr(e, "errno", None) == errno.ECONNREFUSED for e in exc.errors.values())
+    return getattr(exc, "errno", None) == errno.ECONNREFUSED
 
 
 def explain(text: str, code: int | None = None) -> str:

@@ -23,8 +23,8 @@ import time
 from deploy.errors import UsageError
 from deploy.layout import Layout
 from deploy.remote import Remote, q, rpath
+from deploy.runstate import RUN_MARK, STATE_SH
 
-RUN_MARK = "deploy-run.sh"  # the run script's name, checked in /proc so a recycled pid is not "running"
 
 
 _FIND_PACKAGES = ("import importlib.util as u; print(' '.join(m for m in ('tensorflow', 'keras', 'cv2', 'numpy', "
@@ -36,15 +36,14 @@ def new_run_name() -> str:
 
 
 def running_runs_script(layout: Layout) -> str:
-    """sh: print the names of runs that are alive on the host."""
-    return f"""
+    """sh: print the names of runs that are alive on the host (deploy/runstate.py decides)."""
+    return STATE_SH + f"""
 for d in {rpath(layout.runs)}/*/; do
-  [ -f "$d/pid" ] || continue
-  [ -f "$d/exit_status" ] && continue
-  pid=$(cat "$d/pid" 2>/dev/null) || continue
-  if kill -0 "$pid" 2>/dev/null && grep -q {RUN_MARK} "/proc/$pid/cmdline" 2>/dev/null; then basename "$d"; fi
+  d=${{d%/}}
+  case "$(run_state "$d")" in running*) basename "$d";; esac
 done
 """
+
 
 
 def run_script(layout: Layout, config: dict, run: str, resume: bool, skip_extract: bool, env: dict) -> str:
@@ -74,6 +73,9 @@ fi"""
     return f"""#!/bin/sh
 # {RUN_MARK}: written by `python -m deploy start`; safe to re-run by hand.
 run_dir={run_dir}
+# Started by hand (`sh run.sh`)? Re-execute as `start` launches it, so that the command line
+# carries the marker and this folder, which is how every liveness check (runstate.py) knows it.
+if [ "$1" != {RUN_MARK} ] || [ "${{0#"$run_dir"/}}" = "$0" ]; then exec sh "$run_dir/$(basename "$0")" {RUN_MARK}; fi
 cd "$run_dir" || exit 1
 echo $$ > pid
 rm -f exit_status
@@ -90,6 +92,8 @@ finish() {{
 }}
 trap 'finish 143' TERM
 trap 'finish 130' INT
+# the instance's own API key (Vast.ai puts it in every container) is the watchdog's, not the trainer's
+unset CONTAINER_API_KEY VAST_API_KEY
 {exports}export PYTHONPATH={rpath(layout.app)}
 export PYTHONUNBUFFERED=1
 cd {rpath(layout.app)} || finish 1
@@ -108,6 +112,7 @@ def start(remote: Remote, layout: Layout, config: dict, state, env: dict, resume
     run = name or (state.current_run if resume else new_run_name())
     if resume and not run:
         raise UsageError("no previous run to resume: use `start` without --resume")
+    state.check_run_target(run)  # the same name on another host would mix two runs in runs/<run>/ here
     py = layout.python(config)
     run_dir = rpath(layout.run_dir(run))
     # One round trip for every precondition (each SSH command costs a login-shell start).
@@ -138,7 +143,7 @@ cd {rpath(layout.app)} 2>/dev/null && test -d trainer && command -v {q(py)} >/de
     # write run.sh from stdin, then launch it; setsid: a new session, no controlling terminal,
     # not a child of this SSH session
     launch = (f"mkdir -p {run_dir} && cat > {run_dir}/run.sh && cd {run_dir} && rm -f pid && "
-              f"{{ setsid nohup sh ./run.sh {RUN_MARK} > /dev/null 2>&1 < /dev/null & }} && "
+              f"{{ setsid nohup sh {run_dir}/run.sh {RUN_MARK} > /dev/null 2>&1 < /dev/null & }} && "
               f"i=0; while [ ! -s {run_dir}/pid ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
               f"cat {run_dir}/pid")
     pid = remote.check(launch, "starting the run", stdin=script).strip()

@@ -31,11 +31,20 @@ class State:
         self.path = self.root / "state.json"
         self.known_hosts = self.root / "known_hosts"
         self.data: dict = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read state.json again (after taking the lock: another command may have changed it)."""
+        self.data = {}
         if self.path.is_file():
             try:
-                self.data = json.loads(self.path.read_text())
+                data = json.loads(self.path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 raise UsageError(f"{self.path} is unreadable ({exc}): fix or delete it") from None
+            problem = _shape_problem(data)
+            if problem:
+                raise UsageError(f"{self.path} is not a deploy state file ({problem}): fix or delete it")
+            self.data = data
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -78,8 +87,28 @@ class State:
     def current_run(self) -> str | None:
         return self.data.get("current_run")
 
+    def target_id(self) -> str | None:
+        """Which machine the runs live on: a Vast.ai instance (its address changes across a stop/start)
+        or an SSH host's address and workspace."""
+        vast = self.data.get("vast") or {}
+        if self.data.get("provider") == "vast" and vast.get("instance_id") is not None:
+            return f"vast instance {vast['instance_id']}"
+        h = self.data.get("host")
+        return f"{h['user']}@{h['host']}:{h['port']}:{self.workspace}" if h else None
+
+    def check_run_target(self, run: str, local: Path | None = None) -> None:
+        """Refuse to mix two different runs that share a name (same --name on another host)."""
+        recorded, here = (self.runs.get(run) or {}).get("target"), self.target_id()
+        if recorded and here and recorded != here:
+            where = f"; its results are in {local}/" if local is not None and local.is_dir() else ""
+            raise UsageError(f"run name {run} belongs to a run on {recorded}, not on {here}{where}: pick another "
+                             f"--name (or move that folder away and remove the run from {self.path})")
+
     def record_start(self, run: str, resume: bool = False) -> None:
+        self.check_run_target(run)
         info = self.runs.setdefault(run, {"started_at": now_iso(), "fetches": []})
+        info.setdefault("target", self.target_id())
+        info.pop("given_up_at", None)
         if resume:
             info["resumed_at"] = now_iso()
         info["final_fetch"] = False
@@ -89,6 +118,7 @@ class State:
     def record_fetch(self, run: str, files: dict[str, str], final: bool) -> None:
         """`files`: relative path -> verified SHA-256; `final`: the run had ended when fetched."""
         info = self.runs.setdefault(run, {"started_at": None, "fetches": []})
+        info.setdefault("target", self.target_id())
         info["fetches"] = (info.get("fetches", []) + [{"at": now_iso(), "files": files, "final": final}])[-20:]
         info["last_fetch_at"] = now_iso()
         info["final_fetch"] = bool(final)
@@ -102,7 +132,37 @@ class State:
         run = run or self.current_run
         if run is None or run not in self.runs:
             return True
-        return bool(self.runs[run].get("final_fetch"))
+        return bool(self.runs[run].get("final_fetch") or self.runs[run].get("given_up_at"))
 
     def unfetched_runs(self) -> list[str]:
         return [r for r in self.runs if not self.results_fetched(r)]
+
+    def give_up(self, runs: list[str]) -> None:
+        """`down --force` destroyed these runs' results: later `down`s must not wait for them any more."""
+        for run in runs:
+            self.runs.setdefault(run, {"started_at": None, "fetches": []})["given_up_at"] = now_iso()
+        self.save()
+
+
+def _shape_problem(data) -> str | None:
+    """What makes `data` not a state file (a hand edit, another tool's JSON), or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if not isinstance(data.get("runs", {}), dict):
+        return "'runs' is not an object"
+    for name, info in data.get("runs", {}).items():
+        if not isinstance(info, dict):
+            return f"run {name!r} is not an object"
+    host = data.get("host")
+    if host is not None:
+        if not isinstance(host, dict) or not isinstance(host.get("host"), str) or \
+                not isinstance(host.get("port", 22), int) or \
+                set(host) - {"host", "port", "user", "identity_file", "fallbacks"}:
+            return "'host' is not {host, port, user, identity_file, fallbacks}"
+    for key in ("current_run", "workspace", "provider"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            return f"{key!r} is not a string"
+    for key in ("vast", "last_sync", "host_facts"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key!r} is not an object"
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 from deploy.layout import Layout
 from deploy.logs import run_state
@@ -26,7 +27,7 @@ echo @@disk; df -Pk {rpath(layout.workspace)} 2>/dev/null | awk 'NR==2{{print $4
 echo @@gpu; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu={GPU_QUERY} --format=csv,noheader,nounits 2>/dev/null
 echo @@history; {"cat " + rpath(layout.run_dir(run)) + "/training_history.csv 2>/dev/null" if run else "true"}
 echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null" if run else "true"}
-"""
+{watchdog_script(layout)}"""
     sections: dict[str, list[str]] = {}
     current = None
     for line in remote.run(script).stdout.splitlines():
@@ -61,7 +62,70 @@ echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null
         info["last_fetch_at"] = fetched.get("last_fetch_at")
     else:
         info["state"] = "no run started"
+    if "watchdog" in sections:
+        info["watchdog"] = watchdog_info(sections)
     return info
+
+
+# -- the on-instance watchdog (provider vast): is it alive, and what will it do? -----------------
+def watchdog_script(layout: Layout) -> str:
+    """sh: the watchdog's status.json, stopped.json, whether its pid is alive, its log's last lines."""
+    wd = rpath(layout.workspace + "/.watchdog")
+    return f"""if [ -d {wd} ]; then
+echo @@watchdog; pid=$(cat {wd}/watchdog.pid 2>/dev/null || sed -n 's/^ *"pid": *\\([0-9]*\\).*/\\1/p' {wd}/status.json 2>/dev/null)
+case "$pid" in ''|*[!0-9]*) echo alive=0;; *) tr '\\000' ' ' < /proc/$pid/cmdline 2>/dev/null | grep -q watchdog.py \\
+  && echo "alive=$pid" || echo alive=0;; esac
+echo @@wd_status; cat {wd}/status.json 2>/dev/null; echo  # JSON files end without a newline
+echo @@wd_stopped; cat {wd}/stopped.json 2>/dev/null; echo
+echo @@wd_log; tail -n 3 {wd}/watchdog.log 2>/dev/null
+fi
+"""
+
+
+def _json(lines: list[str]) -> dict:
+    try:
+        value = json.loads("\n".join(lines) or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def watchdog_info(sections: dict, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
+    alive = next((ln.split("=", 1)[1] for ln in sections.get("watchdog", []) if ln.startswith("alive=")), "0")
+    st, stopped = _json(sections.get("wd_status", [])), _json(sections.get("wd_stopped", []))
+    out = {"running": alive != "0", "pid": int(alive) if alive != "0" else None,
+           "last_tick_at": st.get("at"), "last_tick_age_s": round(now - st["at"]) if st.get("at") else None,
+           "will_stop": st.get("will_stop"), "activity": st.get("activity", []) + st.get("training", []),
+           "last_stop_attempt": st.get("last_stop_attempt") or (stopped or None),
+           "log_tail": sections.get("wd_log", [])}
+    return out
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def render_watchdog(wd: dict, add_row, escape) -> None:
+    tick = f"last look {_ago(wd['last_tick_age_s'])} ago" if wd.get("last_tick_age_s") is not None else "never looked"
+    if wd["running"]:
+        add_row("watchdog", f"[green]running[/green] (pid {wd['pid']}), {tick}")
+    else:
+        add_row("watchdog", f"[red]NOT running[/red] ({tick}): the cost guards are off; `python -m deploy up` "
+                            f"restarts it, or `make destroy` when done")
+    will = wd.get("will_stop")
+    if will:
+        unless = " unless something happens" if will["rule"] == "idle_grace_minutes" else ""
+        add_row("watchdog stops it", escape(f"{will['rule']}: in {_ago(will['at'] - time.time())}{unless}"))
+    elif wd["running"]:
+        add_row("watchdog stops it", escape(f"not while {', '.join(wd.get('activity') or ['work'])} goes on"))
+    last = wd.get("last_stop_attempt")
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(last["at"])) if last.get("at") else "?"
+        add_row("last stop attempt", escape(f"{when}: {last.get('result', 'stopped')} ({last.get('reason', '')})"))
+    for line in wd.get("log_tail", [])[-1:]:
+        add_row("watchdog log", escape(line[-160:]))
 
 
 def _is_float(v) -> bool:
@@ -106,6 +170,8 @@ def render(info: dict, as_json: bool = False) -> None:
         t.add_row(escape(str(k)), escape(str(v)))
     if info.get("run"):
         t.add_row("last fetch", info.get("last_fetch_at") or "never")
+    if info.get("watchdog"):
+        render_watchdog(info["watchdog"], t.add_row, escape)
     for line in info.get("log_tail", []):
         t.add_row("log", escape(line[-160:]))
     Console().print(t)

@@ -22,12 +22,13 @@ import shutil
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy import download_dataset
 from deploy.config import AUTO_VENV, OVERLAY
 from deploy.errors import UsageError
+from deploy.http_guard import refuse_plain_http
 from deploy.layout import Layout, project_root
 from deploy.overlay import ensure_overlay
 from deploy.remote import Remote, explain, q, rpath
@@ -36,6 +37,10 @@ from deploy.remote import Remote, explain, q, rpath
 CODE_FILTER = ["--include=/trainer/***", "--include=/configs/***", "--include=/pyproject.toml",
                "--include=/README.md", "--exclude=__pycache__/", "--exclude=*.pyc", "--exclude=*"]
 PARTIAL_DIR = ".rsync-partial"
+# A dataset sync mirrors the local folder (--delete), so an unmounted drive or a wrong
+# dataset.path would empty the host's copy: more deletions than this share of the host's
+# files needs --delete-remote.
+MAX_DELETE_SHARE = 0.25
 
 
 @dataclass
@@ -43,6 +48,7 @@ class Transfer:
     bytes_sent: int = 0
     bytes_received: int = 0
     total_size: int = 0  # size of all files considered (what a full copy would send)
+    listing: list[str] = field(default_factory=list)
 
     def __iadd__(self, other: "Transfer") -> "Transfer":
         self.bytes_sent += other.bytes_sent
@@ -72,11 +78,15 @@ def _stat(text: str, label: str) -> int:
     return int(re.sub(r"\D", "", m.group(1))) if m else 0
 
 
-def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None) -> Transfer:
-    """Run rsync with our SSH settings; progress on a terminal, `Transfer` from --stats."""
+def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None, capture: bool = False) -> Transfer:
+    """Run rsync with our SSH settings; progress on a terminal, `Transfer` from --stats.
+
+    `capture`: no progress display; the output lines (e.g. --itemize-changes) come back in .listing.
+    """
     cmd = [require_local_rsync(), "-a", "-s", "--stats", f"--partial-dir={PARTIAL_DIR}",
            "-e", shlex.join(remote.ssh_argv())]
-    if sys.stdout.isatty():
+    show = sys.stdout.isatty() and not capture
+    if show:
         cmd.append("--info=progress2")
     if bwlimit:
         cmd.append(f"--bwlimit={bwlimit}")
@@ -88,7 +98,7 @@ def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None
     try:
         while chunk := proc.stdout.read1(4096):
             out += chunk
-            if sys.stdout.isatty():  # progress2 redraws one line with \r
+            if show:  # progress2 redraws one line with \r
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
         code = proc.wait()
@@ -102,13 +112,17 @@ def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None
     if code not in (0, 24):  # 24: files vanished while copying (a log being rotated): harmless
         raise UsageError(f"{what} failed: {rsync_error(stderr, code, remote)}")
     return Transfer(_stat(stats, "Total bytes sent"), _stat(stats, "Total bytes received"),
-                    _stat(stats, "Total file size"))
+                    _stat(stats, "Total file size"), listing=stats.splitlines() if capture else [])
 
 
 def rsync_error(stderr: str, code: int, remote: Remote) -> str:
-    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
         return (f"the host key of {remote.host.host} does not match the one pinned in {remote.known_hosts}: "
                 f"forget it with `ssh-keygen -R` on that file if the host was really reinstalled")
+    if "Host key verification failed" in stderr:  # no pin at all for this address: nothing "changed"
+        return (f"the host key of {remote.host.host}:{remote.host.port} is not known: no key is pinned for it in "
+                f"{remote.known_hosts} (the file was removed or emptied?): run `python -m deploy up` to pin it "
+                f"again on first contact")
     if "rsync: command not found" in stderr or "rsync: not found" in stderr or code == 127:
         return f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync)"
     if "No space left on device" in stderr:
@@ -142,7 +156,7 @@ def local_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> None:
+def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> dict[str, int]:
     """One round trip before any transfer: rsync is there, the folders exist, the data fits.
 
     Checking room first matters: rsync would otherwise fail half-way through, hours later.
@@ -152,12 +166,15 @@ def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> 
             raise UsageError(f"folder {local} does not exist: fix dataset.path / dataset.cache in the deploy config")
     targets = [layout.app, layout.app + "/run-configs"] + [t for _, t in folders]
     present = " ".join(rpath(t) for _, t in folders) or "/dev/null"
+    # how many files the host already has in each folder (what a mirroring sync could delete)
+    counts = "".join(f'echo "files{i}=$(find {rpath(t)} -type f ! -path \'*/{PARTIAL_DIR}/*\' 2>/dev/null | wc -l)"\n'
+                     for i, (_, t) in enumerate(folders))
     r = remote.run(f"""
 command -v rsync >/dev/null 2>&1 || {{ echo rsync=missing; exit 0; }}
 mkdir -p {" ".join(rpath(t) for t in targets)} || exit 3
 echo "free_kb=$(df -Pk {rpath(layout.workspace)} | awk 'NR==2{{print $4}}')"
 echo "present_kb=$(du -sk {present} 2>/dev/null | awk '{{s+=$1}} END {{print s+0}}')"
-""")
+{counts}""")
     facts = dict(line.partition("=")[::2] for line in r.stdout.splitlines() if "=" in line)
     if facts.get("rsync") == "missing":
         raise UsageError(f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync), "
@@ -169,12 +186,37 @@ echo "present_kb=$(du -sk {present} 2>/dev/null | awk '{{s+=$1}} END {{print s+0
     if free_kb and need_kb > free_kb + present_kb:
         raise UsageError(f"the data needs {human(need_kb * 1024)} but {remote.host.host} has "
                          f"{human(free_kb * 1024)} free in {layout.workspace}: free space there or use a larger disk")
+    return {t: int(facts.get(f"files{i}") or 0) for i, (_, t) in enumerate(folders)}
 
 
-def sync_folder(remote: Remote, local: Path, target: str, what: str, bwlimit: int | None = None) -> Transfer:
+def local_files(path: Path) -> int:
+    return sum(1 for f in path.rglob("*") if f.is_file() and PARTIAL_DIR not in f.parts)
+
+
+def check_deletions(remote: Remote, local: Path, target: str, what: str, remote_files: int) -> None:
+    """Refuse a mirror that would empty (or mostly empty) the host's copy; --delete-remote allows it."""
+    if remote_files == 0:
+        return
+    flag = "pass --delete-remote if that is really what you want"
+    if local_files(local) == 0:
+        raise UsageError(f"the local {what} folder {local} is empty (an unmounted drive?): syncing it would delete "
+                         f"all {remote_files} file(s) of the host's copy; {flag}")
+    # what --delete would remove, asked of rsync itself without changing anything (-n)
+    dry = rsync(remote, ["-n", "--delete", "--itemize-changes", f"{local}/",
+                         remote_url(remote, target)], f"{what} check", capture=True)
+    doomed = [ln for ln in dry.listing if ln.startswith("*deleting ") and not ln.endswith("/")]
+    if len(doomed) > MAX_DELETE_SHARE * remote_files:
+        raise UsageError(f"syncing {local} would delete {len(doomed)} of the {remote_files} file(s) in the host's "
+                         f"{what} (more than {MAX_DELETE_SHARE:.0%}): is dataset.path the right folder? {flag}")
+
+
+def sync_folder(remote: Remote, local: Path, target: str, what: str, bwlimit: int | None = None,
+                mirror: bool = True) -> Transfer:
     print(f"{what}: {local} -> {remote.host.host}:{target}")
-    # --delete: the host's copy mirrors this one (a removed video is not trained on there)
-    t = rsync(remote, ["--delete", f"{local}/", remote_url(remote, target)], f"{what} sync", bwlimit)
+    # mirror (--delete): the host's dataset mirrors this one (a removed video is not trained on there).
+    # Never for the feature cache: the host extracts features itself, which a mirror would delete.
+    t = rsync(remote, [*(["--delete"] if mirror else []), f"{local}/", remote_url(remote, target)],
+              f"{what} sync", bwlimit)
     print(f"{what}: sent {human(t.bytes_sent)} of {human(t.total_size)}")
     return t
 
@@ -183,6 +225,8 @@ def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
     """The host fetches the archive itself; secrets travel on the SSH channel's stdin only."""
     ds = config["dataset"]
     url, headers = download_dataset.source(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
+    if headers:
+        refuse_plain_http(url, "the dataset credentials", "dataset.url" if ds["url"] else "DEPLOY_KAGGLE_API")
     py = Layout.host_python(config)
     source = Path(download_dataset.__file__).read_text()
     print(f"the host downloads the dataset from {download_dataset.redact(url)}")
@@ -215,7 +259,7 @@ printf '%s\\n' "$stamp" > "$venv/.deploy-stamp"
 
 
 def run_sync(remote: Remote, layout: Layout, config: dict, state, bwlimit: int | None = None,
-             code_only: bool = False) -> Transfer:
+             code_only: bool = False, delete_remote: bool = False) -> Transfer:
     require_local_rsync()
     ds = config["dataset"]
     cache = Path(ds["cache"]) if ds["cache"] and not code_only else None
@@ -223,7 +267,9 @@ def run_sync(remote: Remote, layout: Layout, config: dict, state, bwlimit: int |
     if dataset is not None and cache is not None and not dataset.is_dir():
         dataset = None  # only the feature cache: it is all the run needs
     folders = [(p, target) for p, target in ((cache, layout.cache), (dataset, layout.dataset)) if p is not None]
-    prepare(remote, layout, folders)
+    remote_files = prepare(remote, layout, folders)
+    if dataset is not None and not delete_remote:  # before anything is sent: refuse, change nothing
+        check_deletions(remote, dataset, layout.dataset, "dataset", remote_files[layout.dataset])
 
     total = Transfer()
     parts: dict[str, int] = {}
@@ -232,7 +278,7 @@ def run_sync(remote: Remote, layout: Layout, config: dict, state, bwlimit: int |
     total += t
     parts["code"] = t.bytes_sent
     if cache is not None:
-        t = sync_folder(remote, cache, layout.cache, "feature cache", bwlimit)
+        t = sync_folder(remote, cache, layout.cache, "feature cache", bwlimit, mirror=False)
         total += t
         parts["cache"] = t.bytes_sent
     if dataset is not None:

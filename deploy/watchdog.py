@@ -6,12 +6,18 @@ script starts it again at every container start (after a stop, or an outbid). It
 self-contained on purpose (stdlib + the `vastai` SDK): deploy/ itself is not on the instance.
 
 It stops the instance, so GPU billing ends while the disk and the results stay, when
-- nothing has happened for `idle_grace_minutes`: no training run alive, no rsync
-  (sync/fetch) and no interactive SSH session, and no `deploy` command touched
+- nothing has happened for `idle_grace_minutes`: no training run alive (deploy/runstate.py
+  decides, as everywhere else), no rsync (sync/fetch), no host-side dataset download or
+  auto-venv build, no interactive SSH session, and no `deploy` command touched
   .watchdog/activity (every sync/fetch does) - e.g. the run ended and nobody fetched;
 - the rental reaches `max_hours` or costs `budget_usd` (the price times the time the
   instance has run, counted across stops). Right after a (re)start with nothing running
-  the cap waits one grace period, so a `fetch` of a capped instance can still finish.
+  the cap waits one grace period, so a `fetch` of a capped instance can still finish; and
+  a capped instance never relaunches training (it would only be stopped again at once).
+
+It must outlive everything but its instance: each look around is guarded, the billed time
+is counted in memory when state.json cannot be written (a full disk, which is also what
+typically kills training), and every failure is logged and retried.
 
 Credentials: ONLY the instance-scoped key Vast.ai puts into every container
 (CONTAINER_API_KEY, with CONTAINER_ID), read from the environment, the container's init
@@ -21,8 +27,8 @@ dropped from the environment here so the SDK cannot pick it up either.
 When an interruptible (bid) instance comes back after an outbid, a run that was cut off
 (its pid gone, no exit_status) is relaunched with `train --resume` when `auto_resume` is set.
 
-Everything it decides goes to .watchdog/watchdog.log; the last decision is in
-.watchdog/status.json (read by `python -m deploy status` over SSH if wanted).
+Everything it decides goes to .watchdog/watchdog.log; its last look around (and which
+rule will stop the instance, when) is in .watchdog/status.json, shown by `python -m deploy status`.
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ import sys
 import time
 from pathlib import Path
 
-RUN_MARK = "deploy-run.sh"  # deploy/start.py's run script marker, seen in /proc/<pid>/cmdline
+try:  # on the instance, runstate.py is copied next to this file; in the project it is deploy/runstate.py
+    from deploy import runstate
+except ImportError:
+    import runstate
+
+RUN_MARK = runstate.RUN_MARK
+SECRET_ENV = ("CONTAINER_API_KEY", "VAST_API_KEY")  # never handed to a relaunched training run
 
 
 def log(msg: str) -> None:
@@ -81,32 +93,33 @@ def _processes():
 
 
 def runs(workspace: Path) -> dict[str, str]:
-    """Run name -> running | ended | interrupted (deploy/start.py's pid / exit_status files)."""
+    """Run name -> running | ended | interrupted, by deploy/runstate.py's rule (the one `logs`,
+    `fetch` and `start` use); a folder that never wrote a pid is no run yet."""
     out = {}
     for d in sorted((workspace / "runs").glob("*/")):
-        if (d / "exit_status").is_file():
+        state, _ = runstate.local_state(str(d))
+        if state == "running":
+            out[d.name] = "running"
+        elif state in ("finished", "failed"):
             out[d.name] = "ended"
-            continue
-        try:
-            pid = int((d / "pid").read_text().strip())
-        except (OSError, ValueError):
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            cmd = b""
-        out[d.name] = "running" if RUN_MARK.encode() in cmd else "interrupted"
+        elif state == "stopped" and (d / "pid").is_file():
+            out[d.name] = "interrupted"
     return out
 
 
 def transfers_or_sessions(workspace: Path, watch_ssh_sessions: bool) -> list[str]:
-    """rsync servers reading/writing the workspace, and interactive SSH sessions: someone is here."""
+    """rsync servers reading/writing the workspace, the host downloading the dataset or building the
+    auto-venv (deploy/sync.py starts both), interactive SSH sessions: someone is here."""
     found = []
     ws = str(workspace)
     for pid, cmd in _processes():
         if pid == os.getpid():
             continue
-        if "rsync" in cmd and "--server" in cmd:
+        if f"{ws}/.download" in cmd:  # download_dataset.py --work <workspace>/.download
+            found.append("dataset download")
+        elif f"{ws}/venv/" in cmd or cmd.endswith(f"{ws}/venv "):  # python3 -m venv <ws>/venv; <ws>/venv/bin/pip
+            found.append("virtualenv build")
+        elif "rsync" in cmd and "--server" in cmd:
             try:
                 cwd = os.readlink(f"/proc/{pid}/cwd")
             except OSError:
@@ -146,8 +159,9 @@ def relaunch_with_resume(run_dir: Path) -> bool:
     resume = run_dir / "run-resume.sh"
     resume.write_text(text)
     (run_dir / "pid").unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # the instance key stays with us
     subprocess.Popen(["setsid", "nohup", "sh", str(resume), RUN_MARK], cwd=run_dir, stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     return True
 
 
@@ -166,6 +180,8 @@ class Watchdog:
         self.run_seconds = float(state["run_seconds"])
         self.last_tick = self.started
         self.last_busy = self.started
+        self.last_stop_attempt: dict | None = None
+        self._write_failed: set[str] = set()
 
     def _load_state(self) -> dict:
         try:
@@ -173,10 +189,52 @@ class Watchdog:
         except (OSError, ValueError):
             return {}
 
-    def _write(self, name: str, data: dict) -> None:
+    def _write(self, name: str, data: dict) -> bool:
+        """Atomic JSON write; a failure (full disk) is logged once and survived: the time is in memory."""
         tmp = self.home / (name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, self.home / name)
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(data, fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.home / name)
+        except OSError as exc:
+            if name not in self._write_failed:
+                log(f"cannot write {name} ({exc}); going on with what is in memory")
+            self._write_failed.add(name)
+            return False
+        if name in self._write_failed:
+            log(f"{name} can be written again")
+            self._write_failed.discard(name)
+        return True
+
+    def cap_reason(self) -> str | None:
+        hours = self.run_seconds / 3600
+        spent = hours * float(self.cfg.get("price_per_hour") or 0.0)
+        if self.cfg.get("max_hours") and hours >= float(self.cfg["max_hours"]):
+            return f"max_hours {self.cfg['max_hours']} reached ({hours:.2f} h rented)"
+        if self.cfg.get("budget_usd") and spent >= float(self.cfg["budget_usd"]):
+            return f"budget_usd {self.cfg['budget_usd']} reached (${spent:.2f} spent)"
+        return None
+
+    def next_stop(self, now: float, busy: bool, last_activity: float) -> dict | None:
+        """Which rule will stop the instance, and when (epoch seconds), as things stand now."""
+        grace_s = float(self.cfg["idle_grace_minutes"]) * 60
+        price = float(self.cfg.get("price_per_hour") or 0.0)
+        hours = self.run_seconds / 3600
+        rules = []
+        if self.cfg.get("max_hours"):
+            rules.append(("max_hours", now + (float(self.cfg["max_hours"]) - hours) * 3600))
+        if self.cfg.get("budget_usd") and price > 0:
+            rules.append(("budget_usd", now + (float(self.cfg["budget_usd"]) / price - hours) * 3600))
+        if self.cap_reason() and not busy:
+            rules = [("cap reached, grace for a fetch", self.started + grace_s)]
+        if not busy:
+            rules.append(("idle_grace_minutes", last_activity + grace_s))
+        if not rules:
+            return None
+        rule, at = min(rules, key=lambda r: r[1])
+        return {"rule": rule, "at": max(at, now)}
 
     def tick(self, now: float) -> str | None:
         """One look around; the reason to stop, or None."""
@@ -197,13 +255,11 @@ class Watchdog:
         hours = self.run_seconds / 3600
         spent = hours * float(self.cfg.get("price_per_hour") or 0.0)
         grace_s = float(self.cfg["idle_grace_minutes"]) * 60
-        self._write("status.json", {"at": now, "training": training, "activity": others, "idle_seconds": idle_s,
-                                    "hours": hours, "spent_usd": spent, "runs": run_states})
-        capped = None
-        if self.cfg.get("max_hours") and hours >= float(self.cfg["max_hours"]):
-            capped = f"max_hours {self.cfg['max_hours']} reached ({hours:.2f} h rented)"
-        elif self.cfg.get("budget_usd") and spent >= float(self.cfg["budget_usd"]):
-            capped = f"budget_usd {self.cfg['budget_usd']} reached (${spent:.2f} spent)"
+        self._write("status.json", {"at": now, "pid": os.getpid(), "training": training, "activity": others,
+                                    "idle_seconds": idle_s, "hours": hours, "spent_usd": spent, "runs": run_states,
+                                    "will_stop": self.next_stop(now, bool(training or others), last_activity),
+                                    "last_stop_attempt": self.last_stop_attempt})
+        capped = self.cap_reason()
         if capped and (training or now - self.started >= grace_s):
             return capped
         if not training and not others and idle_s >= grace_s:
@@ -214,6 +270,10 @@ class Watchdog:
 
     def resume_interrupted(self) -> None:
         if not self.cfg.get("auto_resume"):
+            return
+        capped = self.cap_reason()
+        if capped:  # relaunching would count as activity and be stopped again at once, fetch never finishing
+            log(f"{capped}: interrupted runs are NOT relaunched; the instance stays up for a fetch only")
             return
         for run, s in runs(self.workspace).items():
             if s == "interrupted":
@@ -240,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg_path = Path(args.config).absolute()
     cfg = json.loads(cfg_path.read_text())
     home = cfg_path.parent
-    (home / "watchdog.pid").write_text(str(os.getpid()))
+    try:
+        (home / "watchdog.pid").write_text(str(os.getpid()))
+    except OSError as exc:  # a full disk: watch anyway (`status` then takes the pid from status.json)
+        log(f"cannot write watchdog.pid ({exc})")
     key, container_id = container_credentials()
     if not key:
         log("no CONTAINER_API_KEY in this container: cannot stop the instance by itself; exiting "
@@ -257,26 +320,35 @@ def main(argv: list[str] | None = None) -> int:
     dog = Watchdog(cfg, home)
     log(f"watching instance {instance_id}: max_hours={cfg.get('max_hours')} budget_usd={cfg.get('budget_usd')} "
         f"idle_grace_minutes={cfg['idle_grace_minutes']} price ${float(cfg.get('price_per_hour') or 0):.3f}/h")
-    dog.resume_interrupted()
+    try:
+        dog.resume_interrupted()
+    except Exception as exc:  # noqa: BLE001  (a failed relaunch must not take the cost guard down with it)
+        log(f"relaunching interrupted runs failed ({type(exc).__name__}: {exc})")
     while True:
-        if not cfg_path.exists():  # the workspace was removed: nothing left to watch
-            log("config.json is gone; exiting")
-            return 0
-        reason = dog.tick(time.time())
-        if reason:
-            log(f"stopping instance {instance_id}: {reason}")
-            try:
-                stop_instance(cfg, key, instance_id)
-            except Exception as exc:  # keep watching and try again: a stop that failed costs money
-                code = getattr(getattr(exc, "response", None), "status_code", None)
-                if code in (401, 404):  # the instance (and with it its key) is gone: nothing bills any more
-                    log(f"instance {instance_id} no longer exists (HTTP {code}); exiting")
-                    return 0
-                log(f"stop failed ({type(exc).__name__}: {exc}); retrying in {poll:.0f}s")
-            else:
-                dog._write("stopped.json", {"at": time.time(), "reason": reason})
-                log("stopped: GPU billing ended; the disk and results stay until `python -m deploy down`")
+        try:
+            if not cfg_path.exists():  # the workspace was removed: nothing left to watch
+                log("config.json is gone; exiting")
                 return 0
+            reason = dog.tick(time.time())
+            if reason:
+                log(f"stopping instance {instance_id}: {reason}")
+                try:
+                    stop_instance(cfg, key, instance_id)
+                except Exception as exc:  # keep watching and try again: a stop that failed costs money
+                    code = getattr(getattr(exc, "response", None), "status_code", None)
+                    dog.last_stop_attempt = {"at": time.time(), "reason": reason,
+                                             "result": f"failed: {type(exc).__name__}: {exc}"[:300]}
+                    if code in (401, 404):  # the instance (and with it its key) is gone: nothing bills any more
+                        log(f"instance {instance_id} no longer exists (HTTP {code}); exiting")
+                        return 0
+                    log(f"stop failed ({type(exc).__name__}: {exc}); retrying in {poll:.0f}s")
+                else:
+                    dog.last_stop_attempt = {"at": time.time(), "reason": reason, "result": "stopped"}
+                    dog._write("stopped.json", {"at": time.time(), "reason": reason, "result": "stopped"})
+                    log("stopped: GPU billing ended; the disk and results stay until `python -m deploy down`")
+                    return 0
+        except Exception as exc:  # noqa: BLE001  (the watchdog outlives everything but its instance)
+            log(f"look-around failed ({type(exc).__name__}: {exc}); trying again in {poll:.0f}s")
         if args.once:
             return 0
         time.sleep(poll)

@@ -13,6 +13,8 @@ from deploy.remote import Remote
 
 class SshProvider(Provider):
     name = "ssh"
+    # A host we do not boot: a refused port is a wrong ssh.port (or no sshd), not a delay to wait out.
+    refused_attempts = 4
 
     def _configured_host(self) -> Host:
         ssh = self.config["ssh"]
@@ -26,7 +28,8 @@ class SshProvider(Provider):
             print(f"would use {host.user}@{host.host}:{host.port}")
             return host
         ssh = self.config["ssh"]
-        with Remote(host, self.state.known_hosts, ssh["connect_timeout"]).connect(retry_for=ssh["retry_for"]) as r:
+        with Remote(host, self.state.known_hosts, ssh["connect_timeout"]).connect(
+                retry_for=ssh["retry_for"], refused_attempts=self.refused_attempts) as r:
             host = r.host
         self.state.set_host(self.name, host, self.config["remote"]["workspace"])
         return host

@@ -148,8 +148,12 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         # The image ships no SSH host keys (one image, many machines): make this container's
         # own if Vast's SSH set-up has not, and make sure sshd runs.
         return ("ssh-keygen -A >/dev/null 2>&1; mkdir -p /run/sshd; pgrep -x sshd >/dev/null || /usr/sbin/sshd; "
+                # /etc/environment is world-readable and every SSH session (the training run too) reads
+                # it: the instance's variables go there, its key does not (the watchdog, root, reads
+                # it from /proc/1/environ)
                 "sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
-                "env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=' >> /etc/environment; "
+                "env | grep -E '^(CONTAINER_ID|VAST_[A-Z_]+)=' | grep -v -E '^[A-Z_]*(KEY|TOKEN|SECRET)[A-Z_]*=' "
+                ">> /etc/environment; "
                 f"if [ -f {wd}/watchdog.py ]; then {self._watchdog_python_sh()}; "
                 f"nohup \"$wpy\" {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
@@ -494,6 +498,9 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             print(f"destroyed instance {iid}; confirmed gone: nothing is rented for this project any more")
         else:
             print(f"instance {iid} no longer exists on Vast.ai (destroyed elsewhere or expired); cleaned .deploy/")
+        if unfetched:  # forced: those results are gone, so they must not block every later `down`
+            self.state.give_up(unfetched)
+            print(f"gave up the unfetched results of run(s) {', '.join(unfetched)} (recorded in .deploy/)")
         leftovers = [r["id"] for r in self._labelled()]
         for other in leftovers:  # a second instance from an earlier crash: also ours, also billing
             self._destroy(int(other))

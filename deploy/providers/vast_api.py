@@ -71,12 +71,16 @@ class VastApi:
                 from vastai import VastAI
             except ImportError:
                 raise UsageError("the vastai SDK is not installed: pip install -e '.[deploy]'") from None
+            from deploy.http_guard import refuse_plain_http
+
+            refuse_plain_http(self.s.server_url, "the Vast.ai API key", "vast.server_url")
             try:
                 # raw/quiet: data back, nothing printed by the SDK (it would never print the key anyway).
                 self._sdk = VastAI(server_url=self.s.server_url.rstrip("/"), retry=3, raw=True, quiet=True)
             except RuntimeError:
-                raise UsageError("no Vast.ai API key: `export VAST_API_KEY=...` or save it with "
-                                 "`vastai set api-key ...` (~/.config/vastai/vast_api_key)") from None
+                raise UsageError("no Vast.ai API key: save it with `vastai set api-key \"$(read -rs k; echo \"$k\")\"` "
+                                 "(~/.config/vastai/vast_api_key), or `read -rs VAST_API_KEY && export VAST_API_KEY`"
+                                 ) from None
         return self._sdk
 
     def call(self, fn, *args, **kwargs):

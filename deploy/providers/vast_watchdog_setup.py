@@ -56,9 +56,11 @@ class WatchdogSetup:
 
         ws = self.config.get("remote", {}).get("workspace", "/workspace")
         wd = f"{ws.rstrip('/')}/{WATCHDOG_DIR}"
-        source = (Path(__file__).resolve().parent.parent / "watchdog.py").read_text()
+        here = Path(__file__).resolve().parent.parent
+        source = (here / "watchdog.py").read_text()
         with Remote(host, self.state.known_hosts).connect(retry_for=30, retry_auth=True, quiet=True) as r:
-            for name, text in (("watchdog.py", source), ("config.json", json.dumps(self._watchdog_config(), indent=2))):
+            for name, text in (("runstate.py", (here / "runstate.py").read_text()),  # the run-alive rule it shares
+                               ("watchdog.py", source), ("config.json", json.dumps(self._watchdog_config(), indent=2))):
                 # stream(): a raw channel that sends EOF after stdin, for files of any size
                 out: list[bytes] = []
                 code = r.stream(f"mkdir -p {rpath(wd)} && cat > {rpath(wd)}/{name}.tmp && "

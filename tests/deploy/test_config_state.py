@@ -91,3 +91,25 @@ def test_disk_full_is_explained():
     msg = explain("rsync: write failed on \"/ws/dataset/x.mp4\": No space left on device (28)\n", 11)
     assert "disk is full" in msg and "larger disk" in msg
     assert explain("", 3) == "no output (exit code 3)"
+
+
+@pytest.mark.parametrize("content, words", [
+    ("[]", "a JSON list"),
+    ('{"runs": []}', "'runs' is not an object"),
+    ('{"runs": {"r1": "done"}}', "run 'r1' is not an object"),
+    ('{"host": "gpu-box"}', "'host' is not"),
+    ('{"host": {"host": "h", "port": "22"}}', "'host' is not"),
+    ('{"current_run": 5}', "'current_run' is not a string"),
+])
+def test_a_state_file_of_the_wrong_shape_is_one_line(tmp_path, content, words):
+    (tmp_path / ".deploy").mkdir()
+    (tmp_path / ".deploy" / "state.json").write_text(content)
+    cfg = tmp_path / "deploy.yaml"
+    cfg.write_text(yaml.safe_dump({"provider": "ssh", "ssh": {"host": "127.0.0.1"}}))
+    for cmd in ("status", "down"):
+        r = subprocess.run([sys.executable, "-m", "deploy", "--config", str(cfg), cmd], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert "not a deploy state file" in line and words in line, line

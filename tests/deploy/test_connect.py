@@ -96,3 +96,82 @@ def test_large_stdin_with_chatty_output_does_not_deadlock(project):
         assert time.monotonic() - t0 < 30
     finally:
         remote.close()
+
+
+# -- mistakes fail at once, as one line; odd local paths work ------------------------------
+def test_a_host_name_that_does_not_resolve_fails_at_once(project):
+    project.write_config(ssh={"host": "no-such-host.invalid", "retry_for": 120})
+    t0 = time.monotonic()
+    r = project.run("up")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot resolve the host name 'no-such-host.invalid'" in last_line(r.stderr)
+    assert time.monotonic() - t0 < 20  # not the 120 s of boot retries
+
+
+def test_a_refused_port_on_provider_ssh_fails_within_a_few_attempts_naming_it(project):
+    port = free_port()
+    project.write_config(ssh={"port": port, "retry_for": 300, "connect_timeout": 2})
+    t0 = time.monotonic()
+    r = project.run("up")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"127.0.0.1:{port}" in last_line(r.stderr) and "refused" in last_line(r.stderr)
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_host_that_garbles_its_banner_is_one_line_without_paramiko_tracebacks(project):
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = threading.Event()
+
+    def serve():  # a booting host: the port accepts, but no SSH banner comes (garbage, then close)
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conn.sendall(b"\x00\xff not ssh\r\n")
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        project.write_config(ssh={"port": srv.getsockname()[1], "retry_for": 3, "connect_timeout": 2})
+        r = project.run("up")
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "Exception (client)" not in r.stderr, r.stderr
+    assert "cannot reach" in last_line(r.stderr)
+
+
+def test_a_space_in_the_local_project_path_does_not_break_rsync(sshd, tmp_path):
+    from tests.deploy.conftest import DeployProject
+
+    root = tmp_path / "my projects" / "violence trainer"
+    root.mkdir(parents=True)
+    project = DeployProject(root, sshd, tmp_path / "ws")
+    (root / "dataset").mkdir()
+    (root / "dataset" / "a.mp4").write_bytes(b"x" * 1000)
+    assert project.run("up").returncode == 0
+    r = project.run("sync")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "ws" / "dataset" / "a.mp4").is_file()
+
+
+def test_a_missing_pin_is_not_reported_as_a_changed_key(project, tmp_path):
+    """Only a key that really changed may suggest `ssh-keygen -R`; a file without the pin says so."""
+    assert project.run("up").returncode == 0
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    remote = Remote(Host(**project.state()["host"]), empty)
+    with pytest.raises(UsageError) as exc:
+        rsync(remote, [str(project.config_path), f"{remote.target}:{project.workspace}/"], "probe")
+    assert "not known" in str(exc.value) and "ssh-keygen" not in str(exc.value)
+    assert "does not match" not in str(exc.value)

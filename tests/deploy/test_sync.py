@@ -293,3 +293,47 @@ def test_a_dataset_bigger_than_the_remote_disk_is_refused_before_sending(project
         assert not (project.workspace / "dataset" / "Violence").exists()  # nothing half-sent
     finally:
         subprocess.run(["umount", str(project.workspace)], capture_output=True)
+
+
+# -- guards against deleting the host's data ---------------------------------------------
+def test_an_empty_or_mostly_missing_dataset_never_empties_the_hosts_copy(project):
+    make_dataset(project.cwd / "dataset")
+    assert project.run("up").returncode == 0
+    assert project.run("sync").returncode == 0
+    remote = project.workspace / "dataset"
+    before = sorted(p.relative_to(remote) for p in remote.rglob("*.mp4"))
+    assert len(before) == 8
+
+    # an unmounted external drive: the folder is there, empty
+    for f in (project.cwd / "dataset").rglob("*.mp4"):
+        f.unlink()
+    r = project.run("sync")
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "is empty" in line and "--delete-remote" in line and "Traceback" not in r.stderr
+    assert sorted(p.relative_to(remote) for p in remote.rglob("*.mp4")) == before
+
+    # the wrong folder: most of the host's files would go
+    (project.cwd / "dataset" / "Violence" / "other.mp4").write_bytes(os.urandom(1000))
+    r = project.run("sync")
+    assert r.returncode == 2 and "would delete 8 of the 8 file(s)" in r.stderr, r.stderr
+    assert sorted(p.relative_to(remote) for p in remote.rglob("*.mp4")) == before
+
+    # asked for explicitly: the mirror happens
+    r = project.run("sync", "--delete-remote")
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in remote.rglob("*.mp4")] == ["other.mp4"]
+
+
+def test_the_feature_cache_sync_never_deletes_what_the_host_extracted(project):
+    cache = project.cwd / "cache"
+    (cache / "features").mkdir(parents=True)
+    (cache / "features" / "a.npy").write_bytes(b"x" * 100)
+    project.write_config(dataset={"path": None, "cache": str(cache)})
+    assert project.run("up").returncode == 0
+    assert project.run("sync").returncode == 0
+    extracted_there = project.workspace / "cache" / "features" / "host-only.npy"
+    extracted_there.write_bytes(b"extracted on the host")
+    assert project.run("sync").returncode == 0
+    assert extracted_there.read_bytes() == b"extracted on the host"
+    assert (project.workspace / "cache" / "features" / "a.npy").is_file()

@@ -79,7 +79,8 @@ def test_budget_cap_stops_even_while_training_runs(fake_vast, instance, tmp_path
     home = setup_watch(tmp_path, fake_vast, iid, price_per_hour=100.0, budget_usd=0.01, idle_grace_minutes=60)
     run = home.parent / "runs" / "r2"
     run.mkdir()
-    trainer = subprocess.Popen(["sh", "-c", "sleep 60", RUN_MARK])  # what deploy/start.py's run looks like
+    # what deploy/start.py's run looks like: sh <run dir>/run.sh deploy-run.sh
+    trainer = subprocess.Popen(["sh", "-c", "sleep 60", str(run / "run.sh"), RUN_MARK])
     try:
         (run / "pid").write_text(str(trainer.pid))
         r = run_watchdog(home, {"CONTAINER_API_KEY": key, "CONTAINER_ID": str(iid)})
@@ -137,3 +138,102 @@ def test_interrupted_run_is_resumed_from_its_checkpoint():
     train = [ln for ln in resumed.splitlines() if "-m trainer train" in ln]
     assert len(train) == 1 and "--resume" in train[0] and "--epochs 3" in train[0]
     assert watchdog.resume_script("echo nothing to see") is None
+
+
+# -- it outlives everything but its instance, and sees all real activity ------------------------
+def creds(fake_vast, iid, key) -> dict:
+    return {"CONTAINER_API_KEY": key, "CONTAINER_ID": str(iid)}
+
+
+def test_a_state_file_it_cannot_write_does_not_kill_it(fake_vast, instance, tmp_path):
+    """A full disk (what typically crashes training) made its state.json write raise and the
+    watchdog die, leaving the idle instance billing."""
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid)
+    ended_run(home)
+    (home / "state.json.tmp").mkdir()  # every write of state.json now fails, as on a full disk
+    (home / "status.json.tmp").mkdir()
+    r = run_watchdog(home, creds(fake_vast, iid, key))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "cannot write state.json" in r.stdout
+    assert fake_vast._status(fake_vast.instances[iid])[1] == "stopped"
+
+
+def test_a_host_side_download_or_venv_build_is_activity(fake_vast, instance, tmp_path):
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid, idle_grace_minutes=0.01)
+    ws = home.parent
+    ended_run(home)
+    import os
+    import time
+
+    old = time.time() - 3600
+    os.utime(ws / "runs" / "r1" / "exit_status", (old, old))
+    # what deploy/sync.py starts on the host: download_dataset.py, then `pip install` into the auto-venv
+    for argv, what in ((["--dest", f"{ws}/dataset", "--work", f"{ws}/.download"], "dataset download"),
+                       ([f"{ws}/venv/bin/python", "-m", "pip", "install", "x"], "virtualenv build")):
+        worker = subprocess.Popen(["sh", "-c", "sleep 60", "python3", *argv])
+        try:
+            time.sleep(0.2)
+            r = run_watchdog(home, creds(fake_vast, iid, key), 60, "--once")
+        finally:
+            worker.kill()
+            worker.wait()
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert fake_vast._status(fake_vast.instances[iid])[1] == "running", (what, r.stdout)
+        assert what in json.loads((home / "status.json").read_text())["activity"]
+    assert not fake_vast.requests_by("instance")
+
+
+def interrupted_run(home: Path, name: str = "r1") -> Path:
+    run = home.parent / "runs" / name
+    run.mkdir()
+    (run / "run.sh").write_text("#!/bin/sh\nenv > env.txt\ntrue -m trainer train --epochs 1\n")
+    (run / "pid").write_text("999999\n")  # gone: the instance was stopped under it
+    return run
+
+
+def test_a_capped_instance_does_not_relaunch_training_so_fetch_can_finish(fake_vast, instance, tmp_path):
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid, max_hours=0.5, rented_since=1.0, auto_resume=True,
+                       idle_grace_minutes=1)
+    run = interrupted_run(home)
+    r = run_watchdog(home, creds(fake_vast, iid, key), 60, "--once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (run / "run-resume.sh").exists(), "training relaunched on a capped instance"
+    assert "NOT relaunched" in r.stdout
+    # stays up (for the fetch that started it) for one grace period, then the cap stops it
+    assert fake_vast._status(fake_vast.instances[iid])[1] == "running"
+    status = json.loads((home / "status.json").read_text())
+    assert status["will_stop"]["rule"].startswith("cap reached")
+
+
+def test_a_relaunched_run_does_not_inherit_the_instance_key(fake_vast, instance, tmp_path):
+    import time
+
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid, auto_resume=True, idle_grace_minutes=1)
+    run = interrupted_run(home)
+    r = run_watchdog(home, creds(fake_vast, iid, key), 60, "--once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    deadline = time.monotonic() + 20
+    while not (run / "env.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    env = (run / "env.txt").read_text()
+    assert "CONTAINER_ID" in env and "CONTAINER_API_KEY" not in env and key not in env
+
+
+def test_status_json_says_which_rule_stops_it_and_when(fake_vast, instance, tmp_path):
+    import time
+
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid, idle_grace_minutes=10, max_hours=12)
+    ended_run(home)
+    t0 = time.time()
+    r = run_watchdog(home, creds(fake_vast, iid, key), 60, "--once")
+    assert r.returncode == 0
+    status = json.loads((home / "status.json").read_text())
+    assert status["will_stop"]["rule"] == "idle_grace_minutes"
+    assert t0 + 9 * 60 < status["will_stop"]["at"] < t0 + 11 * 60
+    assert status["pid"] > 0 and status["at"] >= t0 and status["last_stop_attempt"] is None
