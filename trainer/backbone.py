@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,10 @@ INIT_SEED = 1234  # random-init ("none") weights are drawn from this seed
 # so that caches built with the old rule are not reused.
 SAMPLER = "segment-centres-v1"
 FINGERPRINT_KEYS = ("backbone", "weights_id", "image_size", "frames", "sampler")
+# Keras model building uses global state (the random seed, the dtype policy, layer name
+# counters): one backbone is built at a time, so that every device thread of extract gets
+# the same weights as predict does.
+_BUILD_LOCK = threading.Lock()
 
 
 def feature_settings(data: dict) -> dict:
@@ -139,13 +144,17 @@ def fingerprint(settings: dict) -> str:
     return settings_fingerprint({k: settings[k] for k in FINGERPRINT_KEYS})
 
 
-def load_backbone(settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64):
-    """A ready backbone for `settings` (from feature_settings, or a cache's meta.json)."""
+def load_backbone(settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64,
+                  device: str | None = None):
+    """A ready backbone for `settings` (from feature_settings, or a cache's meta.json).
+
+    `device`: a TensorFlow device name to hold it and run it (default: TensorFlow's choice).
+    """
     if settings["backbone"] not in SPECS:
         raise UsageError(f"unknown backbone {settings['backbone']!r} (known: {', '.join(BACKBONES)})")
     if SPECS[settings["backbone"]].app is None:
         return ThumbnailBackbone(settings["image_size"])
-    return KerasBackbone(settings, cache_dir, batch_size)
+    return KerasBackbone(settings, cache_dir, batch_size, device)
 
 
 # --- the backbone recorded with a trained model -----------------------------------------
@@ -202,6 +211,9 @@ class ThumbnailBackbone:
         grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         return (grey / 255.0).reshape(len(frames), -1)
 
+    def to_device(self, frames: np.ndarray) -> np.ndarray:
+        return frames  # it computes on the host
+
 
 class KerasBackbone:
     """A keras.applications network as a frozen feature extractor with a uint8 input.
@@ -210,7 +222,14 @@ class KerasBackbone:
     the others carry their own) -> network -> features [N, feature_dim].
     """
 
-    def __init__(self, settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64):
+    def __init__(self, settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64,
+                 device: str | None = None):
+        with _BUILD_LOCK:
+            self._build(settings, cache_dir, batch_size, device)
+
+    def _build(self, settings: dict, cache_dir, batch_size: int, device: str | None) -> None:
+        import contextlib
+
         import keras
         import tensorflow as tf
 
@@ -219,47 +238,60 @@ class KerasBackbone:
         self.image_size = settings["image_size"]
         self.feature_dim = settings["feature_dim"]
         self.batch_size = max(1, int(batch_size))
-        self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.device = device
+        self._scope = (lambda: tf.device(device)) if device else contextlib.nullcontext
+        self.on_gpu = "GPU" in device.upper() if device else bool(tf.config.list_physical_devices("GPU"))
         weights = settings["weights"]
         previous = keras.mixed_precision.global_policy()
         if self.on_gpu:  # float16 convolutions on tensor cores; only for building this model
             keras.mixed_precision.set_global_policy("mixed_float16")
         try:
-            if weights == "none":
-                keras.utils.set_random_seed(INIT_SEED)  # same random weights in every process
-            net = _build_network(spec, self.image_size)
-            if weights == "imagenet":
-                net.load_weights(imagenet_weights_path(cache_dir, spec.name))
-            elif weights != "none":
-                try:
-                    net.load_weights(weights)
-                except Exception as exc:  # Keras raises many types here; the user needs one line
-                    raise UsageError(f"weights: cannot load {weights} into {spec.app}: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-            if spec.name == "vgg19":
-                net = keras.Model(net.input, net.get_layer("fc2").output, name="vgg19_fc2")
-            frames = keras.Input((self.image_size, self.image_size, 3), dtype="uint8", name="frames")
-            x = keras.ops.cast(frames, "float32")
-            if spec.name == "vgg19":
-                x = _caffe_preprocess(x)
-            self.model = keras.Model(frames, net(x), name=f"{spec.name}_features")
-            # The network's input after its own preprocessing, for tests that check it.
-            inner = keras.Model(net.input, net.get_layer(spec.first_layer).input)
-            self.preprocessor = keras.Model(frames, inner(x), name=f"{spec.name}_preprocessing")
+            with self._scope():
+                if weights == "none":
+                    keras.utils.set_random_seed(INIT_SEED)  # same random weights in every process
+                net = _build_network(spec, self.image_size)
+                if weights == "imagenet":
+                    net.load_weights(imagenet_weights_path(cache_dir, spec.name))
+                elif weights != "none":
+                    try:
+                        net.load_weights(weights)
+                    except Exception as exc:  # Keras raises many types here; the user needs one line
+                        raise UsageError(f"weights: cannot load {weights} into {spec.app}: "
+                                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                if spec.name == "vgg19":
+                    net = keras.Model(net.input, net.get_layer("fc2").output, name="vgg19_fc2")
+                frames = keras.Input((self.image_size, self.image_size, 3), dtype="uint8", name="frames")
+                x = keras.ops.cast(frames, "float32")
+                if spec.name == "vgg19":
+                    x = _caffe_preprocess(x)
+                self.model = keras.Model(frames, net(x), name=f"{spec.name}_features")
+                # The network's input after its own preprocessing, for tests that check it.
+                inner = keras.Model(net.input, net.get_layer(spec.first_layer).input)
+                self.preprocessor = keras.Model(frames, inner(x), name=f"{spec.name}_preprocessing")
         finally:
             keras.mixed_precision.set_global_policy(previous)
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 RGB [N, size, size, 3] -> float32 [N, feature_dim], in batches of batch_size frames."""
+    def to_device(self, frames: np.ndarray):
+        """The uint8 frames as a tensor on this backbone's device (the host-to-device copy)."""
+        import tensorflow as tf
+
         frames = _check_frames(frames, self.image_size)
+        with self._scope():
+            return tf.identity(tf.convert_to_tensor(frames))
+
+    def features(self, frames) -> np.ndarray:
+        """uint8 RGB [N, size, size, 3] (array or device tensor) -> float32 [N, feature_dim].
+
+        In passes of batch_size frames; a smaller last pass runs at its own size (never
+        padded: Keras's predict function relaxes the batch dimension after one more trace).
+        """
+        if isinstance(frames, np.ndarray):
+            frames = _check_frames(frames, self.image_size)
         out = []
-        for start in range(0, len(frames), self.batch_size):
-            chunk = frames[start:start + self.batch_size]
-            n = len(chunk)
-            if n < self.batch_size:  # pad the last chunk: one traced shape, no retracing
-                pad = np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            out.append(np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32)[:n])
+        with self._scope():
+            for start in range(0, len(frames), self.batch_size):
+                chunk = frames[start:start + self.batch_size]
+                out.append(np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32))
         return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)
 
     def preprocessed(self, frames: np.ndarray) -> np.ndarray:
