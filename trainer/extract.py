@@ -521,7 +521,7 @@ def print_pipeline(p: dict, out=None) -> None:
     if not p["passes"]:
         return
     last = p["frames"] - p["full_passes"] * p["batch"]
-    devices = ", ".join(f"{d.replace('/job:localhost/replica:0/task:0/device:', '')} {n}" for d, n in p["devices"].items())
+    devices = ", ".join(f"{d.split('device:')[-1].lstrip('/')} {n}" for d, n in p["devices"].items())
     print(f"backbone: {p['frames']} frames in {p['passes']} passes ({p['full_passes']} full of {p['batch']}"
           + (f", the last of {last}" if p["full_passes"] < p["passes"] else "")
           + f"); useful work {100 * p['useful_work']:.0f}% (no padded frame computed), passes {100 * p['fill']:.1f}% "
@@ -531,6 +531,9 @@ def print_pipeline(p: dict, out=None) -> None:
              "forward": "backbone-bound: the devices are the limit",
              "copy": "copy-bound: host-to-device transfers are the limit",
              "store": "store-bound: cache writes are the limit (slow disk?)"}[p["bottleneck"]]
+    if p["busy"][p["bottleneck"]] < 0.5:  # nothing was busy most of the time: start-up dominated
+        bound = (f"no stage was busy half the time ({p['bottleneck']} the most): starting the decoders "
+                 "and loading the backbone dominate a run this short")
     print(f"stages, busy share of {p['wall_s']:.1f} s ({p['workers']} decoding workers, backbones built in "
           f"{p['model_load_s']:.1f} s meanwhile): {shares}; {bound}", file=out)
 

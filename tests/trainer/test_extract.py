@@ -378,7 +378,8 @@ def test_passes_are_full_across_videos_and_the_summary_names_the_bottleneck(tmp_
     line = next(x for x in out.splitlines() if x.startswith("stages, busy share"))
     for stage in ("decode", "copy", "forward", "store"):
         assert f"{stage} " in line
-    assert any(b in line for b in ("decode-bound", "backbone-bound", "copy-bound", "store-bound"))
+    assert any(b in line for b in ("decode-bound", "backbone-bound", "copy-bound", "store-bound",
+                                   "no stage was busy half the time"))
 
     # 7 videos = 56 frames: 4 full passes and a last one of 8, computed at its own size
     ds2 = tmp_path / "ds2"
@@ -424,6 +425,24 @@ def test_useful_work_on_the_seeds_shape_of_dataset():
         if st.passes > 20:
             assert st.frames / (st.passes * 64) >= 0.95
         assert sum(st.per_device.values()) == st.passes
+
+
+def test_the_bottleneck_is_the_busiest_stage(capsys):
+    from trainer.extract import _pipeline_stats, print_pipeline
+    from trainer.feeder import Stats
+
+    def stats(forward: float) -> Stats:
+        return Stats(frames=640, passes=10, full_passes=10, batch=64, per_device={"/GPU:0": 5, "/GPU:1": 5},
+                     copy_s={"/GPU:0": 0.5, "/GPU:1": 0.5}, forward_s={"/GPU:0": forward, "/GPU:1": forward})
+
+    gpu_bound = _pipeline_stats(stats(forward=9.0), wall=10.0, workers=16, decode_s=80.0, store_s=1.0)
+    assert gpu_bound["busy"] == {"decode": 0.5, "copy": 0.05, "forward": 0.9, "store": 0.1}
+    assert gpu_bound["bottleneck"] == "forward" and gpu_bound["fill"] == 1.0
+    decode_bound = _pipeline_stats(stats(forward=3.0), wall=10.0, workers=16, decode_s=150.0, store_s=1.0)
+    assert decode_bound["bottleneck"] == "decode"
+    print_pipeline(decode_bound)
+    out = capsys.readouterr().out
+    assert "decode 94%, copy 5%, forward 30%, store 10%; decode-bound" in out and "GPU:0 5, GPU:1 5" in out
 
 
 MULTI_DEVICE = """
