@@ -35,8 +35,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
-
 from trainer import config as config_mod
 from trainer.backbone import feature_settings, load_backbone
 from trainer.cache import CLASSES, SPLITS, FeatureCache, atomic_write_json, feature_key
@@ -44,7 +42,6 @@ from trainer.dataset import Video, assign_splits, discover
 from trainer.errors import UsageError
 
 BALANCE_WARN_POINTS = 5.0
-USEFUL_WORK_GOAL = 0.95  # share of backbone work spent on real frames (issue 12)
 
 
 # --- worker side (runs in the spawned processes; must not import TensorFlow) ---------
@@ -367,7 +364,7 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
     """Decode `work` in worker processes, features on every device (trainer.feeder), store each video."""
     from tqdm import tqdm
 
-    from trainer.feeder import Feeder, extraction_devices
+    from trainer.feeder import Feeder, extraction_devices, pipeline_stats
 
     fp = settings["fingerprint"]
     n_frames, size = settings["frames"], settings["image_size"]
@@ -423,27 +420,7 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
         feeder.close()
         bar.close()
         pool.close(cancel=interrupted)
-        run["pipeline"] = _pipeline_stats(feeder.stats, time.perf_counter() - started, workers, decode_s, store_s)
-
-
-def _pipeline_stats(stats, wall: float, workers: int, decode_s: float, store_s: float) -> dict:
-    """Frames, passes, useful work and each stage's busy share of the run's wall time."""
-    wall = max(wall, 1e-9)
-    devices = list(stats.per_device)
-    busy = {
-        "decode": decode_s / (workers * wall),  # share of the workers' time spent decoding
-        "copy": sum(stats.copy_s.values()) / (len(devices) * wall),
-        "forward": sum(stats.forward_s.values()) / (len(devices) * wall),
-        "store": store_s / wall,
-    }
-    computed = stats.passes and stats.frames  # no pass is ever padded: every computed frame is real
-    return {"frames": stats.frames, "passes": stats.passes, "full_passes": stats.full_passes, "batch": stats.batch,
-            "useful_work": (stats.frames / computed) if computed else None,
-            "fill": stats.frames / (stats.passes * stats.batch) if stats.passes else None,
-            "devices": {d: stats.per_device[d] for d in devices}, "workers": workers,
-            "wall_s": round(wall, 3), "model_load_s": round(stats.load_s, 3),
-            "busy": {k: round(v, 4) for k, v in busy.items()},
-            "bottleneck": max(busy, key=busy.get) if stats.passes else None}
+        run["pipeline"] = pipeline_stats(feeder.stats, time.perf_counter() - started, workers, decode_s, store_s)
 
 
 def _decode_item(v: Video, n_frames: int, size: int) -> dict:
@@ -510,32 +487,10 @@ def print_summary(summary: dict, cache_dir: Path, out=None) -> None:
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     if run.get("pipeline"):
+        from trainer.feeder import print_pipeline
+
         print_pipeline(run["pipeline"], out)
 
-
-# --- the backbone pipeline's figures (issue 12) ----------------------------------------
-
-def print_pipeline(p: dict, out=None) -> None:
-    """Frames, passes, useful work, devices, and which stage bounded the run."""
-    out = out or sys.stdout
-    if not p["passes"]:
-        return
-    last = p["frames"] - p["full_passes"] * p["batch"]
-    devices = ", ".join(f"{d.split('device:')[-1].lstrip('/')} {n}" for d, n in p["devices"].items())
-    print(f"backbone: {p['frames']} frames in {p['passes']} passes ({p['full_passes']} full of {p['batch']}"
-          + (f", the last of {last}" if p["full_passes"] < p["passes"] else "")
-          + f"); useful work {100 * p['useful_work']:.0f}% (no padded frame computed), passes {100 * p['fill']:.1f}% "
-          f"full on average; passes per device: {devices}", file=out)
-    shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["busy"].items())
-    bound = {"decode": "decode-bound: more decoding workers (cores) would speed it up",
-             "forward": "backbone-bound: the devices are the limit",
-             "copy": "copy-bound: host-to-device transfers are the limit",
-             "store": "store-bound: cache writes are the limit (slow disk?)"}[p["bottleneck"]]
-    if p["busy"][p["bottleneck"]] < 0.5:  # nothing was busy most of the time: start-up dominated
-        bound = (f"no stage was busy half the time ({p['bottleneck']} the most): starting the decoders "
-                 "and loading the backbone dominate a run this short")
-    print(f"stages, busy share of {p['wall_s']:.1f} s ({p['workers']} decoding workers, backbones built in "
-          f"{p['model_load_s']:.1f} s meanwhile): {shares}; {bound}", file=out)
 
 
 def run(args) -> int:

@@ -22,6 +22,7 @@ frame is through; a plain queue and threads say that most directly.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -201,3 +202,48 @@ class Feeder:
                 self._out.put((feats, segments))
         except BaseException as exc:  # noqa: BLE001  (handed to the main thread, which raises it)
             self._out.put(exc)
+
+
+# --- the figures the extract summary prints ------------------------------------------
+
+def pipeline_stats(stats, wall: float, workers: int, decode_s: float, store_s: float) -> dict:
+    """Frames, passes, useful work and each stage's busy share of the run's wall time."""
+    wall = max(wall, 1e-9)
+    devices = list(stats.per_device)
+    busy = {
+        "decode": decode_s / (workers * wall),  # share of the workers' time spent decoding
+        "copy": sum(stats.copy_s.values()) / (len(devices) * wall),
+        "forward": sum(stats.forward_s.values()) / (len(devices) * wall),
+        "store": store_s / wall,
+    }
+    computed = stats.passes and stats.frames  # no pass is ever padded: every computed frame is real
+    return {"frames": stats.frames, "passes": stats.passes, "full_passes": stats.full_passes, "batch": stats.batch,
+            "useful_work": (stats.frames / computed) if computed else None,
+            "fill": stats.frames / (stats.passes * stats.batch) if stats.passes else None,
+            "devices": {d: stats.per_device[d] for d in devices}, "workers": workers,
+            "wall_s": round(wall, 3), "model_load_s": round(stats.load_s, 3),
+            "busy": {k: round(v, 4) for k, v in busy.items()},
+            "bottleneck": max(busy, key=busy.get) if stats.passes else None}
+
+
+def print_pipeline(p: dict, out=None) -> None:
+    """Frames, passes, useful work, devices, and which stage bounded the run."""
+    out = out or sys.stdout
+    if not p["passes"]:
+        return
+    last = p["frames"] - p["full_passes"] * p["batch"]
+    devices = ", ".join(f"{d.split('device:')[-1].lstrip('/')} {n}" for d, n in p["devices"].items())
+    print(f"backbone: {p['frames']} frames in {p['passes']} passes ({p['full_passes']} full of {p['batch']}"
+          + (f", the last of {last}" if p["full_passes"] < p["passes"] else "")
+          + f"); useful work {100 * p['useful_work']:.0f}% (no padded frame computed), passes {100 * p['fill']:.1f}% "
+          f"full on average; passes per device: {devices}", file=out)
+    shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["busy"].items())
+    bound = {"decode": "decode-bound: more decoding workers (cores) would speed it up",
+             "forward": "backbone-bound: the devices are the limit",
+             "copy": "copy-bound: host-to-device transfers are the limit",
+             "store": "store-bound: cache writes are the limit (slow disk?)"}[p["bottleneck"]]
+    if p["busy"][p["bottleneck"]] < 0.5:  # nothing was busy most of the time: start-up dominated
+        bound = (f"no stage was busy half the time ({p['bottleneck']} the most): starting the decoders "
+                 "and loading the backbone dominate a run this short")
+    print(f"stages, busy share of {p['wall_s']:.1f} s ({p['workers']} decoding workers, backbones built in "
+          f"{p['model_load_s']:.1f} s meanwhile): {shares}; {bound}", file=out)

@@ -428,17 +428,16 @@ def test_useful_work_on_the_seeds_shape_of_dataset():
 
 
 def test_the_bottleneck_is_the_busiest_stage(capsys):
-    from trainer.extract import _pipeline_stats, print_pipeline
-    from trainer.feeder import Stats
+    from trainer.feeder import Stats, pipeline_stats, print_pipeline
 
     def stats(forward: float) -> Stats:
         return Stats(frames=640, passes=10, full_passes=10, batch=64, per_device={"/GPU:0": 5, "/GPU:1": 5},
                      copy_s={"/GPU:0": 0.5, "/GPU:1": 0.5}, forward_s={"/GPU:0": forward, "/GPU:1": forward})
 
-    gpu_bound = _pipeline_stats(stats(forward=9.0), wall=10.0, workers=16, decode_s=80.0, store_s=1.0)
+    gpu_bound = pipeline_stats(stats(forward=9.0), wall=10.0, workers=16, decode_s=80.0, store_s=1.0)
     assert gpu_bound["busy"] == {"decode": 0.5, "copy": 0.05, "forward": 0.9, "store": 0.1}
     assert gpu_bound["bottleneck"] == "forward" and gpu_bound["fill"] == 1.0
-    decode_bound = _pipeline_stats(stats(forward=3.0), wall=10.0, workers=16, decode_s=150.0, store_s=1.0)
+    decode_bound = pipeline_stats(stats(forward=3.0), wall=10.0, workers=16, decode_s=150.0, store_s=1.0)
     assert decode_bound["bottleneck"] == "decode"
     print_pipeline(decode_bound)
     out = capsys.readouterr().out
