@@ -444,6 +444,11 @@ def test_the_bottleneck_is_the_busiest_stage(capsys):
     assert "decode 94%, copy 5%, forward 30%, store 10%; decode-bound" in out and "GPU:0 5, GPU:1 5" in out
 
 
+def test_gpus_must_not_be_negative(tmp_path, capsys):
+    rc = main(["extract", "--dataset-path", str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--gpus", "-1"])
+    assert rc == 2 and "--gpus must be >= 0" in capsys.readouterr().err
+
+
 MULTI_DEVICE = """
 import json, sys
 import tensorflow as tf
