@@ -86,6 +86,7 @@ INIT_SEED = 1234  # random-init ("none") weights are drawn from this seed
 # so that caches built with the old rule are not reused.
 SAMPLER = "segment-centres-v1"
 FINGERPRINT_KEYS = ("backbone", "weights_id", "image_size", "frames", "sampler")
+PRECISIONS = ("auto", "bfloat16")
 # Keras model building uses global state (the random seed, the dtype policy, layer name
 # counters): one backbone is built at a time, so that every device thread of extract gets
 # the same weights as predict does.
@@ -101,6 +102,9 @@ def feature_settings(data: dict) -> dict:
     size = data.get("image_size", 0)
     frames = data["frames"]
     weights = str(data["weights"])
+    precision = data.get("precision", "auto")
+    if precision not in PRECISIONS:
+        raise UsageError(f"data.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if backbone not in SPECS:
         raise UsageError(f"data.backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
     spec = SPECS[backbone]
@@ -136,12 +140,15 @@ def feature_settings(data: dict) -> dict:
         "feature_dim": spec.feature_dim or size * size,
         "sampler": SAMPLER,
     }
+    if precision != "auto" and spec.app is not None:
+        settings["precision"] = precision  # only when set: "auto" caches keep their fingerprint
     settings["fingerprint"] = fingerprint(settings)
     return settings
 
 
 def fingerprint(settings: dict) -> str:
-    return settings_fingerprint({k: settings[k] for k in FINGERPRINT_KEYS})
+    keys = FINGERPRINT_KEYS + (("precision",) if "precision" in settings else ())
+    return settings_fingerprint({k: settings[k] for k in keys})
 
 
 def load_backbone(settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64,
@@ -162,7 +169,7 @@ def load_backbone(settings: dict, cache_dir: str | Path | None = None, batch_siz
 def model_info_entry(meta: dict) -> dict:
     """What train writes under "backbone" in model_info.json: the cache's feature settings."""
     return {k: meta[k] for k in ("backbone", "weights", "weights_id", "image_size", "frames",
-                                 "feature_dim", "sampler", "fingerprint") if k in meta}
+                                 "feature_dim", "sampler", "precision", "fingerprint") if k in meta}
 
 
 def recorded_settings(info: dict, weights_override: str | None = None) -> dict:
@@ -174,7 +181,8 @@ def recorded_settings(info: dict, weights_override: str | None = None) -> dict:
     if weights_override is None:
         return meta
     settings = feature_settings({"backbone": meta["backbone"], "image_size": meta["image_size"],
-                                 "frames": meta["frames"], "weights": weights_override})
+                                 "frames": meta["frames"], "weights": weights_override,
+                                 "precision": meta.get("precision", "auto")})
     if settings.get("weights_id") != meta.get("weights_id"):
         print(f"warning: --weights {weights_override} differs from the weights the training features were "
               f"made with ({meta.get('weights_id', meta.get('weights'))}); predictions may be meaningless",
@@ -243,7 +251,9 @@ class KerasBackbone:
         self.on_gpu = "GPU" in device.upper() if device else bool(tf.config.list_physical_devices("GPU"))
         weights = settings["weights"]
         previous = keras.mixed_precision.global_policy()
-        if self.on_gpu:  # float16 convolutions on tensor cores; only for building this model
+        if settings.get("precision") == "bfloat16":  # AMX tiles on recent Xeons; only for this model
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        elif self.on_gpu:  # float16 convolutions on tensor cores; only for building this model
             keras.mixed_precision.set_global_policy("mixed_float16")
         try:
             with self._scope():

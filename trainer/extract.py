@@ -250,9 +250,9 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
 def _write_meta(cache: FeatureCache, settings: dict, log: Callable[[str], None]) -> None:
     old = cache.read_meta()
     if old and old.get("fingerprint") != settings["fingerprint"]:
-        changed = [k for k in ("backbone", "weights_id", "image_size", "frames", "sampler")
-                   if old.get(k) != settings[k]]
-        log("settings changed (" + ", ".join(f"{k} {old.get(k)} -> {settings[k]}" for k in changed)
+        changed = [k for k in ("backbone", "weights_id", "image_size", "frames", "sampler", "precision")
+                   if old.get(k) != settings.get(k)]
+        log("settings changed (" + ", ".join(f"{k} {old.get(k)} -> {settings.get(k)}" for k in changed)
             + "): extracting new features; features of the old settings stay in the cache")
     meta = {**settings, "feature_shape": [settings["frames"], settings["feature_dim"]], "dtype": "float16",
             "classes": list(CLASSES)}

@@ -203,3 +203,18 @@ def test_train_and_predict_end_to_end_with_efficientnetv2b0(videos, tmp_path, ca
     model = load_model(run / "best_model.keras")
     expected = float(np.asarray(model(cache.load_features(rec["key"])[None], training=False))[0, 1])
     assert line["violent_probability"] == pytest.approx(expected, abs=2e-3)
+
+
+def test_bfloat16_is_its_own_cache_key_and_close_to_float32():
+    auto = settings("convnext_tiny")
+    assert "precision" not in auto  # caches made before the setting existed keep their key
+    assert settings("convnext_tiny", precision="auto")["fingerprint"] == auto["fingerprint"]
+    bf16 = settings("convnext_tiny", precision="bfloat16", image_size=32)
+    assert bf16["fingerprint"] != settings("convnext_tiny", image_size=32)["fingerprint"]
+    with pytest.raises(UsageError, match="data.precision must be one of auto, bfloat16"):
+        settings("vgg19", precision="fp8")
+    frames = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    got = load_backbone(bf16, batch_size=2).features(frames)
+    want = load_backbone(settings("convnext_tiny", image_size=32), batch_size=2).features(frames)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99  # bfloat16 keeps ~3 significant digits
