@@ -24,6 +24,9 @@ give the same features, in extract and in predict), or a path to a weights file 
 network as built here (identified by its SHA-256, so moving the file does not invalidate
 a cache but changing it does).
 
+Precision (`data.precision`): `auto` builds the networks in mixed_float16 on a GPU and
+float32 on a CPU; `bfloat16` in mixed_bfloat16 (several times faster on CPUs with AMX).
+
 `feature_settings(cfg["data"])` lists everything that changes the features; its
 fingerprint is part of every cache key, so changing any of them (the backbone included)
 re-extracts. `load_backbone(settings)` gives an object with `.feature_dim` and
