@@ -1,24 +1,45 @@
 """Per-frame feature extractors ("backbones") and the settings that identify their features.
 
-- `vgg19`: keras.applications.VGG19 with its classifier top, cut at `fc2` (4096 values
-  per frame), fed RGB 0-255 frames through `vgg19.preprocess_input` (RGB->BGR, ImageNet
-  mean subtracted). The fully connected top fixes the input at 224x224.
-  Weights: `imagenet` (downloaded once into <cache_dir>/weights/, so a cache volume keeps
-  it), `none` (random init from a fixed seed: the same settings always give the same
-  features, in extract and in predict), or a path to a weights file (identified by its
-  SHA-256, so moving the file does not invalidate a cache but changing it does).
-- `thumbnail`: the frame in grey, image_size x image_size, scaled to [0, 1] and flattened
-  (image_size^2 values). No network and no TensorFlow: for CPU demos and tests.
+Every backbone takes uint8 RGB frames (0-255) of its input size and gives one feature
+vector per frame. For the Keras networks the uint8 -> float cast and the network's own
+preprocessing are part of the model graph, so the host only moves bytes:
+
+| backbone | input | preprocessing in the graph (on 0-255 RGB) | features |
+|---|---|---|---|
+| `vgg19` (the seed's) | 224 (fixed: fc1/fc2 are dense) | RGB->BGR, minus the ImageNet mean in 0-255 ("caffe") | fc2, 4096 |
+| `efficientnetv2b0` | 224 | x/255, then (x - ImageNet mean) / std (Keras's own layers) | global average pool, 1280 |
+| `efficientnetv2s` | 384 | x/128 - 1 (Keras's own Rescaling layer) | global average pool, 1280 |
+| `convnext_tiny` | 224 | (x - 255*mean) / (255*std) (Keras's own Normalization) | global average pool, 768 |
+| `thumbnail` | 16 | grey (BT.601 luma) / 255, no network, no TensorFlow | size*size |
+
+Keras's EfficientNetV2 and ConvNeXt carry their preprocessing inside the model and
+expect 0-255 pixels (their `preprocess_input` is a no-op); tests/trainer/test_backbones.py
+checks each graph's preprocessed input against a hand computation on a constant image.
+`data.image_size: 0` means the backbone's own input size; the convolutional backbones
+accept other sizes (32..1024), VGG19 only 224.
+
+Weights: `imagenet` (Keras's own files, downloaded once into <cache_dir>/weights/, so a
+cache volume keeps them), `none` (random init from a fixed seed: the same settings always
+give the same features, in extract and in predict), or a path to a weights file for the
+network as built here (identified by its SHA-256, so moving the file does not invalidate
+a cache but changing it does).
+
+Precision (`data.precision`): `auto` builds the networks in mixed_float16 on a GPU and
+float32 on a CPU; `bfloat16` in mixed_bfloat16 (several times faster on CPUs with AMX).
 
 `feature_settings(cfg["data"])` lists everything that changes the features; its
-fingerprint is part of every cache key, so changing any of them re-extracts.
-`load_backbone(settings)` gives an object with `.feature_dim` and `.features(frames)`,
-used by `extract` and by `predict` on single files.
+fingerprint is part of every cache key, so changing any of them (the backbone included)
+re-extracts. `load_backbone(settings)` gives an object with `.feature_dim` and
+`.features(frames)`, used by `extract` and by `predict`; `from_model_info(info)` is the
+backbone a trained model's model_info.json records.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +47,53 @@ import numpy as np
 from trainer.cache import settings_fingerprint, sha256_file
 from trainer.errors import UsageError
 
-BACKBONES = ("vgg19", "thumbnail")
-VGG19_SIZE = 224
-VGG19_DIM = 4096
-# Keras's own ImageNet weights for VGG19 with the top (the same URL and checksum that
-# keras.applications uses; get_file verifies the download against it).
-VGG19_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
-                     "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5")
-VGG19_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels.h5"
-VGG19_WEIGHTS_MD5 = "cbe5617147190e668d6c5d5026f83318"
+_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    size: int  # native input side in pixels
+    fixed_size: bool  # a dense layer fixes the input size (VGG19's fc1)
+    feature_dim: int | None  # None: depends on the size (thumbnail)
+    app: str | None  # the keras.applications constructor
+    first_layer: str | None  # the first learned layer: its input is the preprocessed image
+    # Keras's ImageNet file for the network as built here: (file name, URL, hash that
+    # keras.utils.get_file verifies). The same files and checksums keras.applications uses.
+    imagenet: tuple[str, str, str] | None
+
+
+SPECS = {s.name: s for s in (
+    Spec("vgg19", 224, True, 4096, "VGG19", "block1_conv1",
+         ("vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+          _KERAS_WEIGHTS + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+          "cbe5617147190e668d6c5d5026f83318")),
+    Spec("efficientnetv2b0", 224, False, 1280, "EfficientNetV2B0", "stem_conv",
+         ("efficientnetv2-b0_notop.h5", _KERAS_WEIGHTS + "efficientnet_v2/efficientnetv2-b0_notop.h5",
+          "893217f2bb855e2983157299931e43ff")),
+    Spec("efficientnetv2s", 384, False, 1280, "EfficientNetV2S", "stem_conv",
+         ("efficientnetv2-s_notop.h5", _KERAS_WEIGHTS + "efficientnet_v2/efficientnetv2-s_notop.h5",
+          "af0682fb74e8c54910f2d4393339c070")),
+    Spec("convnext_tiny", 224, False, 768, "ConvNeXtTiny", "convnext_tiny_stem",
+         ("convnext_tiny_notop.h5", _KERAS_WEIGHTS + "convnext/convnext_tiny_notop.h5",
+          "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1")),
+    Spec("thumbnail", 16, False, None, None, None, None),
+)}
+BACKBONES = tuple(SPECS)
+VGG19_SIZE = SPECS["vgg19"].size
+VGG19_DIM = SPECS["vgg19"].feature_dim
+VGG19_WEIGHTS_FILE = SPECS["vgg19"].imagenet[0]
+VGG19_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, "caffe" mode
 INIT_SEED = 1234  # random-init ("none") weights are drawn from this seed
 # Version of the frame-sampling rule (trainer/frames.py); bump it when the rule changes
 # so that caches built with the old rule are not reused.
 SAMPLER = "segment-centres-v1"
 FINGERPRINT_KEYS = ("backbone", "weights_id", "image_size", "frames", "sampler")
+PRECISIONS = ("auto", "bfloat16")
+# Keras model building uses global state (the random seed, the dtype policy, layer name
+# counters): one backbone is built at a time, so that every device thread of extract gets
+# the same weights as predict does.
+_BUILD_LOCK = threading.Lock()
 
 
 def feature_settings(data: dict) -> dict:
@@ -48,20 +102,27 @@ def feature_settings(data: dict) -> dict:
     The result is what extract stores in meta.json and what load_backbone takes.
     """
     backbone = data["backbone"]
-    size = data["image_size"]
+    size = data.get("image_size", 0)
     frames = data["frames"]
     weights = str(data["weights"])
-    if backbone not in BACKBONES:
+    precision = data.get("precision", "auto")
+    if precision not in PRECISIONS:
+        raise UsageError(f"data.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backbone not in SPECS:
         raise UsageError(f"data.backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    spec = SPECS[backbone]
     if frames < 1:
         raise UsageError(f"data.frames must be at least 1, got {frames}")
-    if backbone == "vgg19" and size != VGG19_SIZE:
-        raise UsageError(f"data.image_size must be {VGG19_SIZE} for the vgg19 backbone "
+    size = size or spec.size  # 0: the backbone's own input size
+    if spec.fixed_size and size != spec.size:
+        raise UsageError(f"data.image_size must be {spec.size} for the {backbone} backbone "
                          f"(its fully connected fc1/fc2 layers fix the input size), got {size}")
-    if not 4 <= size <= 1024:
-        raise UsageError(f"data.image_size must be between 4 and 1024, got {size}")
+    low = 4 if spec.app is None else 32  # Keras's convolutional backbones need at least 32 px
+    if not low <= size <= 1024:
+        raise UsageError(f"data.image_size must be between {low} and 1024 for {backbone} "
+                         f"(0 = its own {spec.size}), got {size}")
 
-    if backbone == "thumbnail":
+    if spec.app is None:
         weights, weights_id = "none", "none"  # no learned weights at all
     elif weights.lower() == "imagenet":
         weights, weights_id = "imagenet", "imagenet"
@@ -79,23 +140,73 @@ def feature_settings(data: dict) -> dict:
         "weights_id": weights_id,
         "image_size": size,
         "frames": frames,
-        "feature_dim": VGG19_DIM if backbone == "vgg19" else size * size,
+        "feature_dim": spec.feature_dim or size * size,
         "sampler": SAMPLER,
     }
+    if precision != "auto" and spec.app is not None:
+        settings["precision"] = precision  # only when set: "auto" caches keep their fingerprint
     settings["fingerprint"] = fingerprint(settings)
     return settings
 
 
 def fingerprint(settings: dict) -> str:
-    return settings_fingerprint({k: settings[k] for k in FINGERPRINT_KEYS})
+    keys = FINGERPRINT_KEYS + (("precision",) if "precision" in settings else ())
+    return settings_fingerprint({k: settings[k] for k in keys})
 
 
-def load_backbone(settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64):
-    """A ready backbone for `settings` (from feature_settings, or a cache's meta.json)."""
-    if settings["backbone"] == "thumbnail":
+def load_backbone(settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64,
+                  device: str | None = None):
+    """A ready backbone for `settings` (from feature_settings, or a cache's meta.json).
+
+    `device`: a TensorFlow device name to hold it and run it (default: TensorFlow's choice).
+    """
+    if settings["backbone"] not in SPECS:
+        raise UsageError(f"unknown backbone {settings['backbone']!r} (known: {', '.join(BACKBONES)})")
+    if SPECS[settings["backbone"]].app is None:
         return ThumbnailBackbone(settings["image_size"])
-    return VGG19Backbone(settings, cache_dir, batch_size)
+    return KerasBackbone(settings, cache_dir, batch_size, device)
 
+
+# --- the backbone recorded with a trained model -----------------------------------------
+
+def model_info_entry(meta: dict) -> dict:
+    """What train writes under "backbone" in model_info.json: the cache's feature settings."""
+    return {k: meta[k] for k in ("backbone", "weights", "weights_id", "image_size", "frames",
+                                 "feature_dim", "sampler", "precision", "fingerprint") if k in meta}
+
+
+def recorded_settings(info: dict, weights_override: str | None = None) -> dict:
+    """The feature settings a model was trained on (model_info.json), optionally with other weights.
+
+    Older model_info.json files have only "cache_meta"; it holds the same settings.
+    """
+    meta = dict(info.get("backbone") or info["cache_meta"])
+    if weights_override is None:
+        return meta
+    settings = feature_settings({"backbone": meta["backbone"], "image_size": meta["image_size"],
+                                 "frames": meta["frames"], "weights": weights_override,
+                                 "precision": meta.get("precision", "auto")})
+    if settings.get("weights_id") != meta.get("weights_id"):
+        print(f"warning: --weights {weights_override} differs from the weights the training features were "
+              f"made with ({meta.get('weights_id', meta.get('weights'))}); predictions may be meaningless",
+              file=sys.stderr)
+    return settings
+
+
+def from_model_info(info: dict, settings: dict | None = None, batch_size: int = 64):
+    """The backbone a trained model expects (its `.settings` say which), ready for `features()`.
+
+    `settings`: the result of recorded_settings(info, weights) when the weights are overridden.
+    ImageNet weights are looked for in the training cache's weights/ folder when it exists here.
+    """
+    settings = settings or recorded_settings(info)
+    cache_dir = info.get("cache_dir")
+    backbone = load_backbone(settings, cache_dir if cache_dir and Path(cache_dir).is_dir() else None, batch_size)
+    backbone.settings = settings
+    return backbone
+
+
+# --- the backbones ----------------------------------------------------------------------
 
 class ThumbnailBackbone:
     name = "thumbnail"
@@ -111,71 +222,130 @@ class ThumbnailBackbone:
         grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         return (grey / 255.0).reshape(len(frames), -1)
 
+    def to_device(self, frames: np.ndarray) -> np.ndarray:
+        return frames  # it computes on the host
 
-class VGG19Backbone:
-    name = "vgg19"
 
-    def __init__(self, settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64):
+class KerasBackbone:
+    """A keras.applications network as a frozen feature extractor with a uint8 input.
+
+    model: uint8 [N, size, size, 3] -> cast to float -> (VGG19 only: "caffe" preprocessing;
+    the others carry their own) -> network -> features [N, feature_dim].
+    """
+
+    def __init__(self, settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64,
+                 device: str | None = None):
+        with _BUILD_LOCK:
+            self._build(settings, cache_dir, batch_size, device)
+
+    def _build(self, settings: dict, cache_dir, batch_size: int, device: str | None) -> None:
+        import contextlib
+
         import keras
         import tensorflow as tf
-        from keras.applications import vgg19
 
-        self.image_size = VGG19_SIZE
-        self.feature_dim = VGG19_DIM
+        spec = SPECS[settings["backbone"]]
+        self.name = spec.name
+        self.image_size = settings["image_size"]
+        self.feature_dim = settings["feature_dim"]
         self.batch_size = max(1, int(batch_size))
-        self._preprocess = vgg19.preprocess_input
-        self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.device = device
+        self._scope = (lambda: tf.device(device)) if device else contextlib.nullcontext
+        self.on_gpu = "GPU" in device.upper() if device else bool(tf.config.list_physical_devices("GPU"))
         weights = settings["weights"]
         previous = keras.mixed_precision.global_policy()
-        if self.on_gpu:  # float16 matmuls on tensor cores; only for building this model
+        if settings.get("precision") == "bfloat16":  # AMX tiles on recent Xeons; only for this model
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        elif self.on_gpu:  # float16 convolutions on tensor cores; only for building this model
             keras.mixed_precision.set_global_policy("mixed_float16")
         try:
-            if weights == "none":
-                keras.utils.set_random_seed(INIT_SEED)  # same random weights in every process
-            full = vgg19.VGG19(include_top=True, weights=None)
-            if weights == "imagenet":
-                full.load_weights(imagenet_weights_path(cache_dir))
-            elif weights != "none":
-                try:
-                    full.load_weights(weights)
-                except Exception as exc:  # Keras raises many types here; the user needs one line
-                    raise UsageError(f"weights: cannot load {weights} into VGG19: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-            self.model = keras.Model(full.input, full.get_layer("fc2").output, name="vgg19_fc2")
+            with self._scope():
+                if weights == "none":
+                    keras.utils.set_random_seed(INIT_SEED)  # same random weights in every process
+                net = _build_network(spec, self.image_size)
+                if weights == "imagenet":
+                    net.load_weights(imagenet_weights_path(cache_dir, spec.name))
+                elif weights != "none":
+                    try:
+                        net.load_weights(weights)
+                    except Exception as exc:  # Keras raises many types here; the user needs one line
+                        raise UsageError(f"weights: cannot load {weights} into {spec.app}: "
+                                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                if spec.name == "vgg19":
+                    net = keras.Model(net.input, net.get_layer("fc2").output, name="vgg19_fc2")
+                frames = keras.Input((self.image_size, self.image_size, 3), dtype="uint8", name="frames")
+                x = keras.ops.cast(frames, "float32")
+                if spec.name == "vgg19":
+                    x = _caffe_preprocess(x)
+                self.model = keras.Model(frames, net(x), name=f"{spec.name}_features")
+                # The network's input after its own preprocessing, for tests that check it.
+                inner = keras.Model(net.input, net.get_layer(spec.first_layer).input)
+                self.preprocessor = keras.Model(frames, inner(x), name=f"{spec.name}_preprocessing")
         finally:
             keras.mixed_precision.set_global_policy(previous)
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 RGB [N, 224, 224, 3] -> float32 [N, 4096], in batches of batch_size frames."""
+    def to_device(self, frames: np.ndarray):
+        """The uint8 frames as a tensor on this backbone's device (the host-to-device copy)."""
+        import tensorflow as tf
+
         frames = _check_frames(frames, self.image_size)
+        with self._scope():
+            return tf.identity(tf.convert_to_tensor(frames))
+
+    def features(self, frames) -> np.ndarray:
+        """uint8 RGB [N, size, size, 3] (array or device tensor) -> float32 [N, feature_dim].
+
+        In passes of batch_size frames; a smaller last pass runs at its own size (never
+        padded: Keras's predict function relaxes the batch dimension after one more trace).
+        """
+        if isinstance(frames, np.ndarray):
+            frames = _check_frames(frames, self.image_size)
         out = []
-        for start in range(0, len(frames), self.batch_size):
-            chunk = frames[start:start + self.batch_size]
-            n = len(chunk)
-            if n < self.batch_size:  # pad the last chunk: one traced shape, no retracing
-                pad = np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            x = self._preprocess(chunk.astype(np.float32))
-            out.append(np.asarray(self.model.predict_on_batch(x), dtype=np.float32)[:n])
+        with self._scope():
+            for start in range(0, len(frames), self.batch_size):
+                chunk = frames[start:start + self.batch_size]
+                out.append(np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32))
         return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)
 
+    def preprocessed(self, frames: np.ndarray) -> np.ndarray:
+        """What the first learned layer sees for these uint8 frames (float32)."""
+        frames = _check_frames(frames, self.image_size)
+        return np.asarray(self.preprocessor.predict_on_batch(frames), dtype=np.float32)
 
-def imagenet_weights_path(cache_dir: str | Path | None) -> str:
-    """Keras's VGG19 ImageNet weights, downloaded once into <cache_dir>/weights/."""
+
+def _build_network(spec: Spec, size: int):
+    from keras import applications
+
+    build = getattr(applications, spec.app)
+    if spec.name == "vgg19":
+        return build(include_top=True, weights=None)  # fc1/fc2 are part of the "top"
+    # include_preprocessing (the default) keeps Keras's own input scaling in the graph.
+    return build(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
+
+
+def _caffe_preprocess(x):
+    """keras.applications.vgg19.preprocess_input in the graph: RGB -> BGR, minus the mean."""
     import keras
 
+    return keras.ops.flip(x, axis=-1) - keras.ops.convert_to_tensor(np.array(VGG19_MEAN_BGR, np.float32))
+
+
+def imagenet_weights_path(cache_dir: str | Path | None, backbone: str = "vgg19") -> str:
+    """Keras's ImageNet weights for `backbone`, downloaded once into <cache_dir>/weights/."""
+    import keras
+
+    file_name, url, file_hash = SPECS[backbone].imagenet
     # An image built with BAKE_WEIGHTS=1 carries them under $KERAS_HOME: no download at all.
-    baked = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "weights" / VGG19_WEIGHTS_FILE
+    baked = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "weights" / file_name
     if baked.is_file():
         return str(baked)
     kwargs = {"cache_dir": str(Path(cache_dir).resolve())} if cache_dir else {}
     try:
-        return keras.utils.get_file(VGG19_WEIGHTS_FILE, VGG19_WEIGHTS_URL, file_hash=VGG19_WEIGHTS_MD5,
-                                    cache_subdir="weights", **kwargs)
+        return keras.utils.get_file(file_name, url, file_hash=file_hash, cache_subdir="weights", **kwargs)
     except Exception as exc:  # no internet, proxy, disk full: say what to do instead
-        raise UsageError(f"cannot download the VGG19 ImageNet weights ({type(exc).__name__}: "
+        raise UsageError(f"cannot download the {backbone} ImageNet weights ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-                         f"put {VGG19_WEIGHTS_FILE} in {Path(cache_dir or '~/.keras') / 'weights'} "
+                         f"put {file_name} in {Path(cache_dir or '~/.keras') / 'weights'} "
                          f"or pass --weights PATH") from None
 
 

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML config (default: built-in defaults = configs/train.yaml)")
     s.add_argument("--weights", help="imagenet | none | PATH (overrides data.weights)")
     s.add_argument("--workers", type=int, help="video-decoding processes (overrides data.workers)")
+    s.add_argument("--gpus", type=int, help="GPUs that extract (default 0: every visible GPU)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(module="trainer.extract")
 

@@ -19,9 +19,14 @@ from trainer.errors import UsageError
 DEFAULTS: dict[str, Any] = {
     "data": {
         "frames": 20,  # frames sampled evenly over each whole video
-        "backbone": "vgg19",  # vgg19 (fc2, 4096) | thumbnail (tiny grey thumbnails, for CPU demos)
+        # vgg19 (the seed's: fc2, 4096) | efficientnetv2b0 (1280) | efficientnetv2s (1280, 384 px)
+        # | convnext_tiny (768) | thumbnail (tiny grey thumbnails, for CPU demos); see trainer/backbone.py
+        "backbone": "vgg19",
         "weights": "imagenet",  # imagenet | none | path to a .weights.h5 / .keras file
-        "image_size": 224,  # backbone input side in pixels
+        "image_size": 0,  # backbone input side in pixels; 0 = the backbone's own (vgg19: 224, fixed)
+        # auto: mixed_float16 on a GPU, float32 on a CPU | bfloat16: mixed_bfloat16 (several times
+        # faster on CPUs with AMX, e.g. Xeon Sapphire Rapids; other features, so its own cache key)
+        "precision": "auto",
         "extract_batch_size": 64,  # frames per forward pass of the backbone
         "workers": 0,  # video-decoding processes; 0 = one per CPU core
         "split": {"train": 0.70, "val": 0.15, "test": 0.15, "seed": 42},
@@ -123,7 +128,18 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
         cfg = _merge(cfg, loaded)
     if overrides:
         cfg = _merge(cfg, overrides)
+    _check_backbone(cfg["data"]["backbone"])
     return cfg
+
+
+def _check_backbone(name: str) -> None:
+    """data.backbone names a backbone trainer/backbone.py knows (checked here so a typo fails at once)."""
+    from trainer.backbone import BACKBONES
+
+    if name not in BACKBONES:
+        close = difflib.get_close_matches(name, BACKBONES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UsageError(f"config: 'data.backbone' must be one of {', '.join(BACKBONES)}, got {name!r}{hint}")
 
 
 def set_dotted(overrides: dict, dotted: str, value: Any) -> None:

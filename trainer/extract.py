@@ -8,9 +8,12 @@ The path of one run, top to bottom:
                 hashes.json spares re-reading unchanged files); key = content + settings
 4. skip      -> videos whose key is already in the index (ok or failed): nothing to do
 5. decode    -> worker processes sample frames (trainer.frames), one video each
-6. features  -> the main process batches frames through the backbone
-7. store     -> features/<key>.npy (atomic), then one index line per video (fsync'd)
-8. summary   -> per split and class; warns when failures skew the class balance
+6. features  -> frames of consecutive videos packed into full backbone passes, run on
+                every device by one thread each (trainer.feeder), uint8 to the device
+7. store     -> features/<key>.npy (atomic), then one index line per video (fsync'd),
+                as soon as a video's last frame is through
+8. summary   -> per split and class; warns when failures skew the class balance; frames,
+                passes, useful work, and each stage's busy share (the bottleneck)
 
 Workers are started with 'spawn' (never fork a process that may hold TensorFlow),
 ignore Ctrl-C (the main process stops them), and exit on their own when the main
@@ -31,8 +34,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolE
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
-
-import numpy as np
 
 from trainer import config as config_mod
 from trainer.backbone import feature_settings, load_backbone
@@ -77,6 +78,7 @@ def decode_video(path: str, n_frames: int, size: int) -> dict:
     """Frames of one video, or the reason it has none (never raises for a bad video)."""
     from trainer.frames import VideoError, sample_frames
 
+    t0 = time.perf_counter()
     try:
         s = sample_frames(path, n_frames, size, threads=1)
     except VideoError as exc:
@@ -84,7 +86,8 @@ def decode_video(path: str, n_frames: int, size: int) -> dict:
     except Exception as exc:  # a decoder bug must cost one video, not the run
         return {"ok": False, "reason": f"unexpected {type(exc).__name__}: {exc}"}
     return {"ok": True, "frames": s.frames, "indices": s.indices, "frames_decoded": s.total_frames,
-            "frames_reported": s.reported_frames, "padded": s.padded, "passes": s.passes}
+            "frames_reported": s.reported_frames, "padded": s.padded, "passes": s.passes,
+            "seconds": time.perf_counter() - t0}
 
 
 # --- process pool -------------------------------------------------------------------
@@ -203,8 +206,11 @@ def lock_cache(cache: FeatureCache):
 
 
 def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
-            log: Callable[[str], None] = print) -> dict:
-    """Bring the cache up to date with the dataset; returns the summary (see summarize)."""
+            log: Callable[[str], None] = print, gpus: int = 0) -> dict:
+    """Bring the cache up to date with the dataset; returns the summary (see summarize).
+
+    gpus: how many of the visible GPUs extract (0 = all).
+    """
     data = cfg["data"]
     if not dataset.exists():
         raise UsageError(f"dataset path does not exist: {dataset}")
@@ -233,7 +239,7 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
         run = {"extracted": 0, "failed": len(settled) - reused, "skipped": skipped, "reused": reused,
                "removed": len(gone)}
         if work:
-            _extract_videos(work, shas, splits, cache, settings, data, progress, run)
+            _extract_videos(work, shas, splits, cache, settings, data, progress, run, gpus)
         summary = summarize(videos, splits, cache, fp)
         summary["run"] = run
         return summary
@@ -244,9 +250,9 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
 def _write_meta(cache: FeatureCache, settings: dict, log: Callable[[str], None]) -> None:
     old = cache.read_meta()
     if old and old.get("fingerprint") != settings["fingerprint"]:
-        changed = [k for k in ("backbone", "weights_id", "image_size", "frames", "sampler")
-                   if old.get(k) != settings[k]]
-        log("settings changed (" + ", ".join(f"{k} {old.get(k)} -> {settings[k]}" for k in changed)
+        changed = [k for k in ("backbone", "weights_id", "image_size", "frames", "sampler", "precision")
+                   if old.get(k) != settings.get(k)]
+        log("settings changed (" + ", ".join(f"{k} {old.get(k)} -> {settings.get(k)}" for k in changed)
             + "): extracting new features; features of the old settings stay in the cache")
     meta = {**settings, "feature_shape": [settings["frames"], settings["feature_dim"]], "dtype": "float16",
             "classes": list(CLASSES)}
@@ -354,42 +360,43 @@ def _workers(data: dict) -> int:
 
 
 def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settings: dict, data: dict,
-                    progress: bool, run: dict) -> None:
+                    progress: bool, run: dict, gpus: int = 0) -> None:
+    """Decode `work` in worker processes, features on every device (trainer.feeder), store each video."""
     from tqdm import tqdm
+
+    from trainer.feeder import Feeder, extraction_devices, pipeline_stats
 
     fp = settings["fingerprint"]
     n_frames, size = settings["frames"], settings["image_size"]
-    backbone = None  # loaded at the first batch: workers decode meanwhile (TensorFlow takes seconds)
     workers = min(_workers(data), len(work))
     pool = DecoderPool(workers)
-    # Enough decoded videos queued to fill a couple of backbone batches, and no more.
-    window = 2 * workers + -(-data["extract_batch_size"] // n_frames) + 1
-    batch: list[tuple[Video, dict]] = []
+    batch = data["extract_batch_size"]
+    devices = extraction_devices(settings, gpus)
+    # Enough decoded videos queued to fill a couple of backbone passes per device, and no more.
+    window = 2 * workers + len(devices) * -(-batch // n_frames) + 1
     bar = tqdm(total=len(work), desc="extract", unit="video", disable=not progress, dynamic_ncols=True)
+    decode_s = store_s = 0.0
+    started = time.perf_counter()
+    # The backbones are built in the device threads while the workers decode (TensorFlow takes seconds).
+    feeder = Feeder(lambda device: load_backbone(settings, cache_dir=cache.root, batch_size=batch, device=device),
+                    devices, batch)
 
-    def flush() -> None:
-        nonlocal backbone
-        if not batch:
-            return
-        if backbone is None:
-            backbone = load_backbone(settings, cache_dir=cache.root, batch_size=data["extract_batch_size"])
-        feats = backbone.features(np.concatenate([r["frames"] for _, r in batch]))
-        feats = feats.reshape(len(batch), n_frames, -1)
-        records = []
-        for (v, r), f in zip(batch, feats):
+    def store(finished) -> None:
+        nonlocal store_s
+        for (v, r), f in finished:
+            t0 = time.perf_counter()
             try:
                 cache.save_features(feature_key(shas[v.rel], fp), f)
             except ValueError as exc:  # NaN/inf: never store features a model would learn garbage from
-                records.append(_record(v, splits, shas, fp, "failed", {"reason": f"bad features: {exc}"}))
+                cache.append([_record(v, splits, shas, fp, "failed", {"reason": f"bad features: {exc}"})])
                 run["failed"] += 1
-                continue
-            records.append(_record(v, splits, shas, fp, "ok", {
-                "padded": r["padded"], "frames_decoded": r["frames_decoded"],
-                "frames_reported": r["frames_reported"], "indices": r["indices"], "reason": None}))
-            run["extracted"] += 1
-        cache.append(records)  # after the feature files exist: a record always has its features
-        bar.update(len(batch))
-        batch.clear()
+            else:  # the index line after the feature file exists: a record always has its features
+                cache.append([_record(v, splits, shas, fp, "ok", {
+                    "padded": r["padded"], "frames_decoded": r["frames_decoded"],
+                    "frames_reported": r["frames_reported"], "indices": r["indices"], "reason": None})])
+                run["extracted"] += 1
+            store_s += time.perf_counter() - t0
+            bar.update()
 
     interrupted = False
     try:
@@ -402,16 +409,18 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
                 bar.update()
                 bar.set_postfix(failed=run["failed"], refresh=False)
                 continue
-            batch.append((v, result))
-            if sum(len(r["frames"]) for _, r in batch) >= data["extract_batch_size"]:
-                flush()
-        flush()
+            decode_s += result.get("seconds", 0.0)
+            frames = result.pop("frames")  # only the features are kept once computed
+            store(feeder.put((v, result), frames))
+        store(feeder.finish())
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
+        feeder.close()
         bar.close()
         pool.close(cancel=interrupted)
+        run["pipeline"] = pipeline_stats(feeder.stats, time.perf_counter() - started, workers, decode_s, store_s)
 
 
 def _decode_item(v: Video, n_frames: int, size: int) -> dict:
@@ -477,6 +486,11 @@ def print_summary(summary: dict, cache_dir: Path, out=None) -> None:
         print(f"  ... and {total_failed - 10} more (python -m trainer info --cache-dir {cache_dir})", file=out)
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
+    if run.get("pipeline"):
+        from trainer.feeder import print_pipeline
+
+        print_pipeline(run["pipeline"], out)
+
 
 
 def run(args) -> int:
@@ -485,7 +499,10 @@ def run(args) -> int:
     config_mod.set_dotted(overrides, "data.workers", args.workers)
     cfg = config_mod.load(args.config, overrides)
     dataset, cache_dir = Path(args.dataset_path), Path(args.cache_dir)
-    summary = extract(dataset, cache_dir, cfg, progress=not args.quiet)
+    gpus = getattr(args, "gpus", None) or 0
+    if gpus < 0:
+        raise UsageError(f"--gpus must be >= 0 (0 = every visible GPU), got {gpus}")
+    summary = extract(dataset, cache_dir, cfg, progress=not args.quiet, gpus=gpus)
     print_summary(summary, cache_dir)
     if summary["videos"] == 0:
         n = len(summary["failed"])

@@ -36,22 +36,13 @@ def read_model_info(model_path: Path) -> dict:
 
 
 def backbone_settings(info: dict, weights_override: str | None) -> dict:
-    meta = dict(info["cache_meta"])
-    if weights_override is None:
-        return meta
-    from trainer.backbone import feature_settings
+    from trainer.backbone import recorded_settings
 
-    settings = feature_settings({"backbone": meta["backbone"], "image_size": meta["image_size"],
-                                 "frames": meta["frames"], "weights": weights_override})
-    if settings.get("weights_id") != meta.get("weights_id"):
-        print(f"warning: --weights {weights_override} differs from the weights the training features were "
-              f"made with ({meta.get('weights_id', meta.get('weights'))}); predictions may be meaningless",
-              file=sys.stderr)
-    return settings
+    return recorded_settings(info, weights_override)  # the backbone recorded with the model
 
 
 def run(args) -> int:
-    from trainer.backbone import load_backbone
+    from trainer.backbone import from_model_info
     from trainer.evaluate import load_model
     from trainer.frames import VideoError, sample_frames
 
@@ -65,8 +56,7 @@ def run(args) -> int:
     if expected != (settings["frames"], settings["feature_dim"]):
         raise UsageError(f"model_info.json says {settings['frames']} x {settings['feature_dim']} features but the "
                          f"model expects {expected}; the file does not belong to this model")
-    cache_dir = info.get("cache_dir")
-    backbone = load_backbone(settings, cache_dir if cache_dir and Path(cache_dir).is_dir() else None)
+    backbone = from_model_info(info, settings)
     violent = CLASSES.index("violent")
 
     failed = 0

@@ -54,6 +54,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     import keras
 
     from trainer import callbacks as cb
+    from trainer.backbone import model_info_entry
     from trainer import data, runtime, schedule
     from trainer.model import build_model, cudnn_eligible, lstm_layers
 
@@ -140,6 +141,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     if not initial_epoch:
         atomic_write_json(out / INFO_FILE, {
             "cache_meta": meta, "cache_dir": str(Path(cache_dir).resolve()), "classes": list(CLASSES), "config": cfg,
+            "backbone": model_info_entry(meta),  # what predict builds (trainer.backbone.from_model_info)
             "parameters": int(model.count_params()), "steps_per_epoch": steps,
         })
 

@@ -23,7 +23,10 @@ def test_train_yaml_equals_defaults():
 
 def test_seed_values_are_the_defaults():
     d = config.DEFAULTS
-    assert (d["data"]["frames"], d["data"]["backbone"], d["data"]["image_size"]) == (20, "vgg19", 224)
+    assert (d["data"]["frames"], d["data"]["backbone"], d["data"]["image_size"]) == (20, "vgg19", 0)
+    from trainer.backbone import feature_settings
+
+    assert feature_settings(d["data"])["image_size"] == 224  # 0 = the backbone's own: VGG19's 224
     assert (d["train"]["batch_size"], d["train"]["epochs"], d["train"]["learning_rate"]) == (64, 100, 1e-3)
     assert (d["train"]["focal_alpha"], d["train"]["focal_gamma"], d["train"]["label_smoothing"]) == (0.25, 2.0, 0.1)
     assert d["callbacks"]["early_stopping"]["patience"] == 15 and d["callbacks"]["reduce_lr"]["patience"] == 7

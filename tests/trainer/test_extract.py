@@ -363,3 +363,131 @@ def test_a_torn_index_line_does_not_swallow_the_next_record(tmp_path):
         fh.write('{"path": "b.mp4", "sta')
     cache.append([{"path": "c.mp4", "status": "failed", "fingerprint": "f", "key": "k3", "reason": "r"}])
     assert [r["path"] for r in cache.history()] == ["a.mp4", "c.mp4"]
+
+
+# --- feeding the backbone: full passes across videos, every device, stage figures (issue 12) ---
+
+def test_passes_are_full_across_videos_and_the_summary_names_the_bottleneck(tmp_path, capsys):
+    ds = tmp_path / "ds"
+    for i in range(9):  # 9 videos x 8 frames = 72 frames = 6 full passes of 12; no video fits a pass evenly
+        good_video(ds / ("violent" if i % 2 else "nonviolent") / f"v{i}.mp4", i)
+    rc, out, err = extract(capsys, ds, tmp_path / "cache", write_config(tmp_path / "c.yaml"), "--quiet")
+    assert rc == 0, err
+    assert "backbone: 72 frames in 6 passes (6 full of 12); useful work 100%" in out
+    assert "passes 100.0% full on average" in out
+    line = next(x for x in out.splitlines() if x.startswith("stages, busy share"))
+    for stage in ("decode", "copy", "forward", "store"):
+        assert f"{stage} " in line
+    assert any(b in line for b in ("decode-bound", "backbone-bound", "copy-bound", "store-bound",
+                                   "no stage was busy half the time"))
+
+    # 7 videos = 56 frames: 4 full passes and a last one of 8, computed at its own size
+    ds2 = tmp_path / "ds2"
+    for i in range(7):
+        good_video(ds2 / ("violent" if i % 2 else "nonviolent") / f"v{i}.mp4", 20 + i)
+    rc, out, err = extract(capsys, ds2, tmp_path / "cache2", write_config(tmp_path / "c.yaml"), "--quiet")
+    assert rc == 0, err
+    assert "backbone: 56 frames in 5 passes (4 full of 12, the last of 8); useful work 100%" in out
+    cache = FeatureCache(tmp_path / "cache2")
+    backbone = ThumbnailBackbone(SIZE)
+    for rec in cache.ok_records():  # frames that straddle passes come back to their own video
+        want = backbone.features(sample_frames(ds2 / rec["path"], FRAMES, SIZE).frames)
+        np.testing.assert_allclose(cache.load_features(rec["key"]).astype(np.float32), want, atol=1e-3)
+
+
+def test_useful_work_on_the_seeds_shape_of_dataset():
+    """20 frames per video, passes of 64 (the defaults), any number of videos: the Feeder never
+    pads, and all passes but the last are full, so with more than a few passes they are >= 95 % full."""
+    from trainer.feeder import Feeder
+
+    class Echo:  # a backbone stand-in that returns each frame's first pixel as its "feature"
+        def to_device(self, x):
+            return x
+
+        def features(self, x):
+            return x[:, 0, 0, :1].astype(np.float32)
+
+    for videos in (4, 33, 200):
+        feeder = Feeder(lambda device: Echo(), ["a", "b"], 64)
+        got = {}
+        try:
+            for v in range(videos):
+                frames = np.full((20, 2, 2, 3), v % 251, np.uint8)
+                got.update(feeder.put(v, frames))
+            got.update(feeder.finish())
+        finally:
+            feeder.close()
+        st = feeder.stats
+        assert sorted(got) == list(range(videos))
+        assert all((got[v] == v % 251).all() and got[v].shape == (20, 1) for v in got)
+        assert st.frames == 20 * videos and st.passes == -(-20 * videos // 64)
+        assert st.full_passes == 20 * videos // 64
+        if st.passes > 20:
+            assert st.frames / (st.passes * 64) >= 0.95
+        assert sum(st.per_device.values()) == st.passes
+
+
+def test_the_bottleneck_is_the_busiest_stage(capsys):
+    from trainer.feeder import Stats, pipeline_stats, print_pipeline
+
+    def stats(forward: float) -> Stats:
+        return Stats(frames=640, passes=10, full_passes=10, batch=64, per_device={"/GPU:0": 5, "/GPU:1": 5},
+                     copy_s={"/GPU:0": 0.5, "/GPU:1": 0.5}, forward_s={"/GPU:0": forward, "/GPU:1": forward})
+
+    gpu_bound = pipeline_stats(stats(forward=9.0), wall=10.0, workers=16, decode_s=80.0, store_s=1.0)
+    assert gpu_bound["busy"] == {"decode": 0.5, "copy": 0.05, "forward": 0.9, "store": 0.1}
+    assert gpu_bound["bottleneck"] == "forward" and gpu_bound["fill"] == 1.0
+    decode_bound = pipeline_stats(stats(forward=3.0), wall=10.0, workers=16, decode_s=150.0, store_s=1.0)
+    assert decode_bound["bottleneck"] == "decode"
+    print_pipeline(decode_bound)
+    out = capsys.readouterr().out
+    assert "decode 94%, copy 5%, forward 30%, store 10%; decode-bound" in out and "GPU:0 5, GPU:1 5" in out
+
+
+def test_gpus_must_not_be_negative(tmp_path, capsys):
+    rc = main(["extract", "--dataset-path", str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--gpus", "-1"])
+    assert rc == 2 and "--gpus must be >= 0" in capsys.readouterr().err
+
+
+MULTI_DEVICE = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pathlib import Path
+from trainer import config
+from trainer.extract import extract
+cfg = config.load(overrides={"data": json.loads(sys.argv[2])})
+for cache, gpus in (("c2", 0), ("c1", 1)):
+    s = extract(Path(sys.argv[1]), Path(sys.argv[3]) / cache, cfg, progress=False, log=lambda _: None, gpus=gpus)
+    print(json.dumps(s["run"]["pipeline"]))
+"""
+
+
+@pytest.mark.slow
+def test_every_device_extracts_and_gpus_limits_it(tmp_path):
+    """Two logical CPU devices stand in for two GPUs: both take passes, and the features are
+    those one backbone gives (both devices hold the same seeded weights)."""
+    from trainer.backbone import load_backbone
+
+    ds = tmp_path / "ds"
+    for i in range(4):
+        good_video(ds / ("violent" if i % 2 else "nonviolent") / f"v{i}.mp4", i, n=12)
+    data = {"backbone": "convnext_tiny", "weights": "none", "image_size": 32, "frames": 3,
+            "extract_batch_size": 2, "workers": 1}
+    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE, str(ds), json.dumps(data), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    both, one = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+    assert both["passes"] == 6 and len(both["devices"]) == 2  # 4 videos x 3 frames in passes of 2
+    assert all(n >= 1 for n in both["devices"].values()) and sum(both["devices"].values()) == 6
+    assert len(one["devices"]) == 1 and sum(one["devices"].values()) == 6
+
+    cache = FeatureCache(tmp_path / "c2")
+    backbone = load_backbone(cache.read_meta(), batch_size=4)
+    for rec in cache.ok_records():
+        want = backbone.features(sample_frames(ds / rec["path"], 3, 32).frames)
+        np.testing.assert_allclose(cache.load_features(rec["key"]).astype(np.float32), want, rtol=2e-2, atol=2e-3)
+    one_cache = FeatureCache(tmp_path / "c1")
+    assert {r["path"]: r["key"] for r in one_cache.ok_records()} == {r["path"]: r["key"] for r in cache.ok_records()}
