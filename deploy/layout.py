@@ -53,11 +53,12 @@ class Layout:
     @staticmethod
     def host_python(config: dict) -> str:
         """An interpreter that is on the host before any venv of ours: for probes, downloads, the watchdog."""
-        py = config["remote"]["python"]
+        remote = config.get("remote") or {}
+        py = remote.get("python") or "python3"
         if py == AUTO_VENV:
             return "python3"
         if py == OVERLAY:
-            return config["remote"].get("base_python") or "python3"
+            return remote.get("base_python") or "python3"
         return py
 
     def train_config(self, config: dict) -> str:
