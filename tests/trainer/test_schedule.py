@@ -104,7 +104,7 @@ def test_scale_is_saved_with_the_model(tmp_path):
     assert again.floor == 1e-7
 
 
-def test_logged_rate_is_the_one_the_epoch_used_in_csv_and_tensorboard():
+def test_logged_rate_is_the_one_the_epoch_used_in_csv_and_tensorboard(tmp_path):
     """Epoch 1 of a warmup from 0: Keras would log the rate of step 10 (the peak of a
     one-epoch warmup); the epoch's steps 0..9 used at most the rate of step 9."""
     from trainer.callbacks import EpochRateTensorBoard
@@ -119,6 +119,6 @@ def test_logged_rate_is_the_one_the_epoch_used_in_csv_and_tensorboard():
     cb.on_epoch_end(0, logs)
     assert logs["learning_rate"] == pytest.approx(0.9e-3)  # step 9 of a 10-step ramp to 1e-3
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-3)
-    tb = EpochRateTensorBoard(log_dir="unused")
+    tb = EpochRateTensorBoard(log_dir=str(tmp_path))
     tb.set_model(model)
     assert tb._collect_learning_rate(dict(logs))["learning_rate"] == pytest.approx(0.9e-3)
