@@ -244,14 +244,33 @@ def traced_op_types(tf_function) -> dict[str, int]:
     from collections import Counter
 
     counts: Counter = Counter()
+    functions = _tf_functions(tf_function)
+    if not functions:
+        raise LookupError("no tf.function found behind the train function")
     # TensorFlow has no public way to list the traces a tf.function already made;
     # this private method is what tf.saved_model uses for the same purpose.
-    for concrete in tf_function._list_all_concrete_functions():
-        graph_def = concrete.graph.as_graph_def()
-        counts.update(node.op for node in graph_def.node)
-        for fn in graph_def.library.function:
-            counts.update(node.op for node in fn.node_def)
+    for function in functions:
+        for concrete in function._list_all_concrete_functions():
+            graph_def = concrete.graph.as_graph_def()
+            counts.update(node.op for node in graph_def.node)
+            for fn in graph_def.library.function:
+                counts.update(node.op for node in fn.node_def)
     return dict(counts)
+
+
+def _tf_functions(obj, depth: int = 0) -> list:
+    """The tf.function objects behind `obj`: itself, or (Keras 3's model.train_function is
+    a plain Python wrapper) those held in its closure, a few levels deep."""
+    if hasattr(obj, "_list_all_concrete_functions"):
+        return [obj]
+    found = []
+    if depth < 4:
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                found += _tf_functions(cell.cell_contents, depth + 1)
+            except ValueError:  # an empty cell
+                continue
+    return found
 
 
 def describe_cudnn(op_counts: dict[str, int], lstm_count: int) -> str:
