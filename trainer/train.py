@@ -242,8 +242,11 @@ def check_resume(info: dict, now: dict, out: Path) -> None:
     recorded = info.get("run")
     if recorded is None:  # a run from before these were recorded: only the epoch count is known
         recorded = {"train.epochs": info["config"]["train"]["epochs"]}
-    for key, was in recorded.items():
-        if key in now and now[key] != was:
+    for key in now:  # in the order run_settings names them (the JSON file is sorted)
+        if key not in recorded:
+            continue
+        was = recorded[key]
+        if now[key] != was:
             hint = (f"resume with --epochs {was}" if key == "train.epochs" else
                     f"resume with the run's settings (see {out / INFO_FILE}) or train into a new --output-dir")
             raise UsageError(f"resume: {key} is {now[key]} but the run in {out} was started with {was} "
