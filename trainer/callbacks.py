@@ -226,8 +226,9 @@ class BatchBar(keras.callbacks.Callback):
         self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None)
 
     def on_train_batch_end(self, batch, logs=None):
+        # with steps_per_execution > 1 Keras reports the last step of each execution
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(batch + 1 - self.bar.n)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.bar is not None:

@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
         "mixed_precision": True,
         "xla": True,
         "gpus": 0,  # 0 = all visible GPUs
+        # train steps per call into the compiled graph (fewer Python round trips); the
+        # trainer uses the largest divisor of the steps per epoch up to this value
+        "steps_per_execution": 16,
         "seed": 42,
     },
     "callbacks": {
@@ -136,6 +139,8 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
 
 def _validate(cfg: dict) -> None:
     """Values of the right type that still make no sense."""
+    if cfg["train"]["steps_per_execution"] < 1:
+        raise UsageError(f"config: 'train.steps_per_execution' must be >= 1, got {cfg['train']['steps_per_execution']}")
     alpha = cfg["train"]["focal_alpha"]
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"config: 'train.focal_alpha' must be between 0 and 1 (the violent class's share of "

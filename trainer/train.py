@@ -111,6 +111,13 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     else:
         print(f"class weights: off ({counts})")
 
+    # ---- steps per execution: several train steps per call into the graph -------------
+    # A divisor of the steps per epoch, so that no call straddles two epochs (Keras would
+    # otherwise pull the next epoch's batches into this one).
+    per_call = execution_steps(steps, tc["steps_per_execution"])
+    print(f"steps per execution: {per_call} (the largest divisor of {steps} steps per epoch up to "
+          f"train.steps_per_execution {tc['steps_per_execution']}); SIGTERM is seen after each execution")
+
     # ---- model, loss, optimizer (built in the strategy's scope) -----------------------
     with rt.strategy.scope():
         if initial_epoch:
@@ -118,6 +125,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             print(f"resume: {state['checkpoint']} (epoch {initial_epoch}/{epochs}, "
                   f"optimizer step {int(model.optimizer.iterations.numpy())})")
             jit_reason = f"{'on' if model.jit_compile else 'off'} (as the run started)"
+            model.steps_per_execution = per_call  # not part of the saved compile config
             if tuple(model.input_shape[1:]) != (frames, dim):
                 raise UsageError(f"resume: the checkpoint expects {tuple(model.input_shape[1:])} features but the "
                                  f"cache holds {(frames, dim)}; resume with the cache the run started on")
@@ -128,7 +136,8 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             optimizer = ClippedAdam(learning_rate=lr, global_clipnorm=tc["clipnorm"])
             loss = losses.build_loss(tc)
             jit, jit_reason = runtime.decide_jit(rt, tc["xla"], model)
-            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
+            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit,
+                          steps_per_execution=per_call)
     lr_schedule = schedule.find_scaled_schedule(model.optimizer)
     eligible = all(cudnn_eligible(layer) for layer in lstm_layers(model))
     print(f"model: {model.count_params():,} parameters ({cfg['model']['lstm_layers']} x BiLSTM({cfg['model']['lstm_units']}) "
@@ -180,7 +189,8 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     elif cc["tensorboard"]:
         tensorboard = cb.EpochRateTensorBoard(log_dir=str(out / "tensorboard"))
         callbacks.insert(5, tensorboard)
-    callbacks.append(cb.BatchBar(steps))
+    if sys.stdout.isatty():  # a per-batch hook makes Keras wait for every execution: only when seen
+        callbacks.append(cb.BatchBar(steps))
 
     # ---- fit ----------------------------------------------------------------------------
     if initial_epoch >= epochs or (state or {}).get("stopped_early"):
@@ -221,6 +231,10 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
         if metrics is not None:
             print(f"test accuracy: {metrics['accuracy']:.4f}")
     return 0
+
+
+def execution_steps(steps_per_epoch: int, wanted: int) -> int:
+    return max(d for d in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 def run_settings(cfg: dict, meta: dict, steps: int, train_records: list[dict]) -> dict:

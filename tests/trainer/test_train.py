@@ -51,6 +51,7 @@ def test_train_writes_every_seed_output(cache, tiny_yaml, tmp_path, capsys):
     assert "XLA: off: no GPU" in printed
     assert "loss: focal cross-entropy on the true class's p_t (gamma 2.0, alpha 0.5" in printed
     assert "3 steps per epoch" in printed and "LSTMs cuDNN-eligible: yes" in printed
+    assert "steps per execution: 3 (the largest divisor of 3 steps per epoch up to train.steps_per_execution 16)" in printed
     log = (out / "train.log").read_text()
     assert "epoch   3/3" in log and "samples/s" in log and "ETA" in log and "test accuracy:" in log
     info = json.loads((out / "model_info.json").read_text())
@@ -181,3 +182,14 @@ def test_runtime_says_what_is_really_in_effect():
     jit, why = runtime.decide_jit(gpu, True, model)
     assert jit is False and "cuDNN" in why  # Keras would silently drop it for cuDNN LSTMs
     assert runtime.decide_jit(gpu, False, model) == (False, "off (not asked for)")
+
+
+def test_steps_per_execution_divides_the_epoch():
+    from trainer.train import execution_steps
+
+    assert execution_steps(169, 16) == 13  # the seed's 10,778 / 64
+    assert execution_steps(100, 16) == 10
+    assert execution_steps(64, 16) == 16
+    assert execution_steps(3, 16) == 3
+    assert execution_steps(17, 16) == 1  # a prime step count: one step per call
+    assert execution_steps(169, 1) == 1
