@@ -114,9 +114,17 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     # ---- steps per execution: several train steps per call into the graph -------------
     # A divisor of the steps per epoch, so that no call straddles two epochs (Keras would
     # otherwise pull the next epoch's batches into this one).
-    per_call = execution_steps(steps, tc["steps_per_execution"])
-    print(f"steps per execution: {per_call} (the largest divisor of {steps} steps per epoch up to "
-          f"train.steps_per_execution {tc['steps_per_execution']}); SIGTERM is seen after each execution")
+    if rt.replicas > 1:
+        # Measured under a 2-replica MirroredStrategy (TF 2.21, Keras 3.15): the multi-step
+        # while loop fails with "You must feed a value for placeholder tensor
+        # while/cond/Placeholder" on the first call, so one step per call there.
+        per_call = 1
+        print(f"steps per execution: 1 (Keras's multi-step loop fails under a MirroredStrategy with "
+              f"{rt.replicas} replicas)")
+    else:
+        per_call = execution_steps(steps, tc["steps_per_execution"])
+        print(f"steps per execution: {per_call} (the largest divisor of {steps} steps per epoch up to "
+              f"train.steps_per_execution {tc['steps_per_execution']}); SIGTERM is seen after each execution")
 
     # ---- model, loss, optimizer (built in the strategy's scope) -----------------------
     with rt.strategy.scope():

@@ -78,6 +78,7 @@ def test_global_batch_on_two_replicas(tmp_path):
     assert result["replicas"] == 2
     assert "3 steps per epoch" in proc.stdout
     assert "8 samples per replica per step" in proc.stdout
+    assert "steps per execution: 1 (Keras's multi-step loop fails under a MirroredStrategy with 2 replicas)" in proc.stdout
     assert result["iterations"] == 2 * 3  # two epochs of 3 global steps
     # "balanced" weights of a 10/30 split, passed to fit under the strategy
     weights = {int(k): v for k, v in result["class_weight"].items()}  # JSON made the keys strings

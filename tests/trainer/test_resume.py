@@ -21,7 +21,8 @@ STEPS = TRAIN // BATCH  # 100
 
 CONFIG = """
 model: {lstm_units: 8, lstm_layers: 1, dense_units: [16, 8, 8], dropout: 0.1}
-train: {batch_size: 16, warmup_epochs: 2, mixed_precision: false, xla: false, learning_rate: 3.0e-3}
+train: {batch_size: 16, warmup_epochs: 2, mixed_precision: false, xla: false, learning_rate: 3.0e-3,
+        steps_per_execution: 4}
 callbacks: {tensorboard: false, keep_last_checkpoints: 0}
 """
 
