@@ -159,7 +159,7 @@ def real_path(args, x, y) -> tuple[float, float]:
     finally:
         keras.Model.fit = original
     ours_epochs = timer.epochs()[1:]
-    size = sum(p.stat().st_size for p in (work / "run").glob("*.keras"))
+    size = sum({p.stat().st_ino: p.stat().st_size for p in (work / "run").glob("*.keras")}.values())  # links once
     print(f"(c) reference fit alone: epochs {', '.join(f'{t:.2f}' for t in ref_epochs)} s")
     print(f"(c) trainer.train.train: epochs {', '.join(f'{t:.2f}' for t in ours_epochs)} s "
           f"(with checkpoints: {size / 2**20:.0f} MiB of .keras files written in {epochs} epochs)")

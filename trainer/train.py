@@ -175,14 +175,15 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     early = keras.callbacks.EarlyStopping(
         monitor=cc["early_stopping"]["monitor"], patience=cc["early_stopping"]["patience"],
         restore_best_weights=False)
-    best = checkpoints.AtomicModelCheckpoint(out / BEST_MODEL, monitor=cc["checkpoint_monitor"], save_best_only=True)
+    epoch_pattern = str(out / cb.CHECKPOINT_PATTERN)
+    best = checkpoints.BestModelCheckpoint(out / BEST_MODEL, epoch_pattern, monitor=cc["checkpoint_monitor"])
     csv_logger = keras.callbacks.CSVLogger(str(history_path), append=bool(initial_epoch))
     stop = cb.StopOnSignal()
     callbacks = [
         plateau,  # first: puts learning_rate into the logs and lowers the scale before anything saves
         early,
-        best,
-        checkpoints.AtomicModelCheckpoint(str(out / cb.CHECKPOINT_PATTERN)),  # every epoch (Keras numbers from 1)
+        checkpoints.AtomicModelCheckpoint(epoch_pattern),  # every epoch (Keras numbers from 1)
+        best,  # after it: an improving epoch's checkpoint becomes best_model.keras by a hard link
         csv_logger,
         cb.EpochProgress(epochs, len(x_train)),
         cb.ResumeState(out, early, best, plateau, keep_last=cc["keep_last_checkpoints"],

@@ -40,6 +40,9 @@ def test_train_writes_every_seed_output(cache, tiny_yaml, tmp_path, capsys):
                  "model_info.json", "metrics.json", "train.log", "resume_state.json"):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").rglob("events.out.tfevents*"))
+    # the best model is the improving epoch's checkpoint itself (a hard link: written once)
+    best_inode = (out / "best_model.keras").stat().st_ino
+    assert best_inode in {p.stat().st_ino for p in out.glob("checkpoint_epoch_*.keras")}
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
         "accuracy.png", "confusion_matrix.png", "learning_rate.png", "loss.png"]
     with open(out / "training_history.csv", newline="") as fh:
