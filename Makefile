@@ -39,7 +39,7 @@ demo: setup
 	$(PY) -m trainer train --cache-dir demo/cache --output-dir demo/run --config configs/demo.yaml --no-evaluate
 	$(PY) -m trainer evaluate --cache-dir demo/cache --model demo/run/best_model.keras
 	@$(PY) -c "import json; m = json.load(open('demo/run/metrics.json')); \
-	  print(f\"demo test accuracy: {m['accuracy']:.1%} on {m['samples']} videos (thumbnail backbone, CPU)\")"
+	  print(f\"demo test accuracy: {m['accuracy']:.1%} on {m['samples']} videos (thumbnail backbone, CPU), expected calibration error {m['expected_calibration_error']:.3f}\")"
 
 bench: setup
 	$(PY) bench/frame_sampling.py

@@ -2,12 +2,16 @@
 
 - `EpochProgress`: one line per epoch with the metrics, samples/s and the ETA.
 - `ResumeState`: the commit point of an epoch. Keras's callbacks keep their state
-  (EarlyStopping's best value, wait count and best weights; ModelCheckpoint's best
-  value; ReduceLROnPlateau's wait and cooldown) only in memory and reset it in
+  (EarlyStopping's best value and wait count; ModelCheckpoint's best value;
+  ReduceLROnPlateau's wait and cooldown) only in memory and reset it in
   `on_train_begin`, so a resumed `fit` would forget it; Keras's BackupAndRestore saves
-  the model and the epoch but not that state either. This callback writes it to
+  the model and the epoch but not that state either. The `.keras` file does not hold
+  the dropout layers' random-generator state either. This callback writes all of it to
   `resume_state.json` after the epoch's checkpoint and CSV row are on disk, and puts
-  it back into the same callback objects when a run resumes.
+  it back into the same callback objects and layers when a run resumes.
+- `CudnnReport`: on a GPU, looks into the traced train step for the cuDNN LSTM op
+  (Keras falls back to the generic kernel silently) and says what it found.
+- `EpochRateTensorBoard`: Keras's TensorBoard, logging the learning rate the epoch used.
 - `StopOnSignal`: SIGTERM (what a rented instance receives when it is stopped) ends
   the run at the next batch; the interrupted epoch is discarded and every completed
   epoch is already on disk, so `--resume` continues exactly from there.
@@ -15,7 +19,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import time
@@ -24,10 +27,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer.cache import atomic_write_bytes, atomic_write_json
+from trainer.cache import atomic_write_json
 
 STATE_FILE = "resume_state.json"
-ES_WEIGHTS_FILE = "early_stopping_best_weights.npz"
 CHECKPOINT_PATTERN = "checkpoint_epoch_{epoch:03d}.keras"
 
 
@@ -93,10 +95,9 @@ class ResumeState(keras.callbacks.Callback):
         if es and self.es is not None:
             self.es.wait, self.es.best, self.es.best_epoch = es["wait"], es["best"], es["best_epoch"]
             self.es.stopped_epoch = es.get("stopped_epoch", 0)
-            weights_path = self.dir / ES_WEIGHTS_FILE
-            if self.es.restore_best_weights and weights_path.is_file():
-                with np.load(weights_path) as data:
-                    self.es.best_weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+        rng = self.restore.get("rng")
+        if rng is not None:
+            set_rng_state(self.model, rng)
         ck = self.restore.get("best_checkpoint")
         if ck and self.best_ckpt is not None and ck["best"] is not None:
             self.best_ckpt.best = ck["best"]
@@ -109,13 +110,10 @@ class ResumeState(keras.callbacks.Callback):
     # ---- commit ----
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        if self.es is not None and self.es.restore_best_weights and self.es.best_epoch == epoch and self.es.best_weights:
-            buf = io.BytesIO()
-            np.savez(buf, *self.es.best_weights)
-            atomic_write_bytes(self.dir / ES_WEIGHTS_FILE, buf.getvalue())
         state = {
             "epoch": done,
             "checkpoint": checkpoint_name(done),
+            "rng": rng_state(self.model),
             "early_stopping": None if self.es is None else {
                 "wait": self.es.wait, "best": _num(self.es.best), "best_epoch": self.es.best_epoch,
                 "stopped_epoch": self.es.stopped_epoch,
@@ -140,6 +138,25 @@ class ResumeState(keras.callbacks.Callback):
                 continue
             if n <= done - self.keep_last:
                 path.unlink(missing_ok=True)
+
+
+def _seed_states(model) -> list:
+    # Each Dropout layer draws its masks from a SeedGenerator whose state variable
+    # advances every step; model.save does not store it (a loaded model starts afresh).
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
+def rng_state(model) -> list:
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in _seed_states(model)]
+
+
+def set_rng_state(model, states: list) -> None:
+    variables = _seed_states(model)
+    if len(variables) != len(states):
+        raise ValueError(f"resume: the checkpoint has {len(variables)} random generators, "
+                         f"resume_state.json {len(states)}")
+    for v, s in zip(variables, states):
+        v.assign(np.asarray(s, dtype=v.dtype))
 
 
 def _num(v):
@@ -209,10 +226,89 @@ class BatchBar(keras.callbacks.Callback):
         self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None)
 
     def on_train_batch_end(self, batch, logs=None):
+        # with steps_per_execution > 1 Keras reports the last step of each execution
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(batch + 1 - self.bar.n)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+CUDNN_OPS = ("CudnnRNN", "CudnnRNNV2", "CudnnRNNV3")
+
+
+def traced_op_types(tf_function) -> dict[str, int]:
+    """How often each op type occurs in the graphs a tf.function has traced, nested
+    functions (the while loops and conditionals of a train step) included."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    functions = _tf_functions(tf_function)
+    if not functions:
+        raise LookupError("no tf.function found behind the train function")
+    # TensorFlow has no public way to list the traces a tf.function already made;
+    # this private method is what tf.saved_model uses for the same purpose.
+    for function in functions:
+        for concrete in function._list_all_concrete_functions():
+            graph_def = concrete.graph.as_graph_def()
+            counts.update(node.op for node in graph_def.node)
+            for fn in graph_def.library.function:
+                counts.update(node.op for node in fn.node_def)
+    return dict(counts)
+
+
+def _tf_functions(obj, depth: int = 0) -> list:
+    """The tf.function objects behind `obj`: itself, or (Keras 3's model.train_function is
+    a plain Python wrapper) those held in its closure, a few levels deep."""
+    if hasattr(obj, "_list_all_concrete_functions"):
+        return [obj]
+    found = []
+    if depth < 4:
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                found += _tf_functions(cell.cell_contents, depth + 1)
+            except ValueError:  # an empty cell
+                continue
+    return found
+
+
+def describe_cudnn(op_counts: dict[str, int], lstm_count: int) -> str:
+    found = sum(op_counts.get(op, 0) for op in CUDNN_OPS)
+    if found:
+        names = ", ".join(f"{op} x{op_counts[op]}" for op in CUDNN_OPS if op_counts.get(op))
+        return f"cuDNN LSTM kernel in the traced train step: yes ({names}; {lstm_count} LSTM layers)"
+    return (f"cuDNN LSTM kernel in the traced train step: NO (no {'/'.join(CUDNN_OPS)} op; Keras fell back "
+            "to the generic LSTM kernel, several times slower on a GPU)")
+
+
+class CudnnReport(keras.callbacks.Callback):
+    """After the first epoch of a process (the train step is traced by then): is cuDNN in it?"""
+
+    def __init__(self, lstm_count: int, log=print):
+        super().__init__()
+        self.lstm_count = lstm_count
+        self.log = log
+        self.result: str | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.result is not None or getattr(self.model, "train_function", None) is None:
+            return
+        try:
+            counts = traced_op_types(self.model.train_function)
+        except Exception as exc:  # a TensorFlow without the private listing: say so, train on
+            self.result = f"cuDNN check: could not read the traced train step ({type(exc).__name__})"
+        else:
+            self.result = describe_cudnn(counts, self.lstm_count)
+        self.log(self.result)
+
+
+class EpochRateTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard re-reads optimizer.learning_rate (the next step's rate, after
+    the plateau cut); keep the rate the epoch used, put into the logs by the plateau callback."""
+
+    def _collect_learning_rate(self, logs):
+        if "learning_rate" in logs:
+            return logs
+        return super()._collect_learning_rate(logs)

@@ -52,19 +52,29 @@ DEFAULTS: dict[str, Any] = {
         "warmup_epochs": 5,
         "clipnorm": 1.0,  # global-norm gradient clipping
         "focal_loss": True,
-        "focal_alpha": 0.25,
+        # per-class weight: violent x 2*alpha, nonviolent x 2*(1 - alpha); 0.5 = both x1
+        # (the seed's 0.25 was, in Keras's categorical focal loss, a constant x0.25 on
+        # every class: no class effect at all; trainer/losses.py)
+        "focal_alpha": 0.5,
         "focal_gamma": 2.0,
         "label_smoothing": 0.1,
         "class_weights": True,
         "mixed_precision": True,
         "xla": True,
         "gpus": 0,  # 0 = all visible GPUs
+        # train steps per call into the compiled graph (fewer Python round trips); the
+        # trainer uses the largest divisor of the steps per epoch up to this value
+        "steps_per_execution": 16,
         "seed": 42,
     },
     "callbacks": {
-        "checkpoint_monitor": "val_accuracy",
+        # best_model.keras = the epoch of the lowest val_loss: the epoch early stopping
+        # counts from (the seed's val_accuracy ties on small validation sets, keeping the
+        # first, least confident epoch, and ignores confidence altogether)
+        "checkpoint_monitor": "val_loss",
         "keep_last_checkpoints": 0,  # 0 = keep every per-epoch checkpoint
-        "early_stopping": {"monitor": "val_loss", "patience": 15, "restore_best_weights": True},
+        # restore_best_weights must stay false: the model kept is best_model.keras
+        "early_stopping": {"monitor": "val_loss", "patience": 15, "restore_best_weights": False},
         "reduce_lr": {"monitor": "val_loss", "factor": 0.5, "patience": 7, "min_lr": 1.0e-7},
         "tensorboard": True,
     },
@@ -129,6 +139,7 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     if overrides:
         cfg = _merge(cfg, overrides)
     _check_backbone(cfg["data"]["backbone"])
+    _validate(cfg)
     return cfg
 
 
@@ -140,6 +151,20 @@ def _check_backbone(name: str) -> None:
         close = difflib.get_close_matches(name, BACKBONES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UsageError(f"config: 'data.backbone' must be one of {', '.join(BACKBONES)}, got {name!r}{hint}")
+
+
+def _validate(cfg: dict) -> None:
+    """Values of the right type that still make no sense."""
+    if cfg["train"]["steps_per_execution"] < 1:
+        raise UsageError(f"config: 'train.steps_per_execution' must be >= 1, got {cfg['train']['steps_per_execution']}")
+    alpha = cfg["train"]["focal_alpha"]
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"config: 'train.focal_alpha' must be between 0 and 1 (the violent class's share of "
+                         f"the weight; 0.5 weighs both classes equally), got {alpha}")
+    if cfg["callbacks"]["early_stopping"]["restore_best_weights"]:
+        raise UsageError("config: 'callbacks.early_stopping.restore_best_weights: true' would restore weights that "
+                         "nothing uses: evaluate and predict load best_model.keras (chosen by "
+                         "callbacks.checkpoint_monitor); set it to false")
 
 
 def set_dotted(overrides: dict, dotted: str, value: Any) -> None:

@@ -39,6 +39,36 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, s
     n = len(x)
     if n == 0:
         raise UsageError("a split of the cache is empty; extract more videos or change data.split")
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return _gathered(ds.batch(batch_size), x, y)
+
+
+def make_train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int,
+                       epochs: int) -> tf.data.Dataset:
+    """The batches of epochs first_epoch..epochs-1, back to back, for fit(steps_per_epoch=...).
+
+    Each epoch's order is a pure function of (seed, epoch): a stateless shuffle of the
+    indices. A run resumed at epoch k therefore sees exactly the batches an uninterrupted
+    run would have seen from epoch k on (a `shuffle(reshuffle_each_iteration=True)`
+    dataset would start its sequence of orders again after every restart).
+    """
+    n = len(x)
+    if n == 0:
+        raise UsageError("a split of the cache is empty; extract more videos or change data.split")
+    indices = tf.range(n, dtype=tf.int64)
+
+    def one_epoch(epoch):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(indices, seed=key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    return _gathered(batches, x, y)
+
+
+def _gathered(batches: tf.data.Dataset, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
     labels = one_hot(y)
     frames, dim = x.shape[1:]
 
@@ -52,10 +82,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, s
         yb.set_shape([None, len(CLASSES)])
         return xb, yb
 
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(gather_tf, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = batches.map(gather_tf, num_parallel_calls=tf.data.AUTOTUNE)  # deterministic order (the default)
     options = tf.data.Options()
     # The data live in this process; there is nothing to shard across workers.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -13,6 +13,10 @@ The split is recorded (cache splits.json, path -> split) and never changes for a
 once assigned; new videos are dealt out so that each class stays close to the target
 proportions. When split folders exist but no validation folder does, validation
 videos are drawn from train the same way.
+
+Copies of one video (identical content under other names, as merged datasets such as
+RWF-2000 + RLVS contain) always share one split, or the test split would measure
+memory: the split of the group's first copy in path order, a recorded split first.
 """
 
 from __future__ import annotations
@@ -120,7 +124,18 @@ def _rel(path: Path, root: Path) -> str:
 
 # --- split --------------------------------------------------------------------------
 
-def assign_splits(videos: list[Video], recorded: dict[str, str], ratios: dict, seed: int) -> dict[str, str]:
+def duplicate_groups(videos: list[Video], content: dict[str, str] | None) -> list[list[str]]:
+    """Paths (sorted) of every content that appears more than once; unreadable files never match."""
+    by_sha: dict[str, list[str]] = {}
+    for v in videos:
+        sha = (content or {}).get(v.rel)
+        if sha and not sha.startswith("unreadable:"):
+            by_sha.setdefault(sha, []).append(v.rel)
+    return sorted(sorted(rels) for rels in by_sha.values() if len(rels) > 1)
+
+
+def assign_splits(videos: list[Video], recorded: dict[str, str], ratios: dict, seed: int,
+                  content: dict[str, str] | None = None) -> dict[str, str]:
     """rel path -> split for every video; recorded assignments are kept as they are.
 
     Videos from split folders keep their folder's split (train videos may be moved to
@@ -129,7 +144,26 @@ def assign_splits(videos: list[Video], recorded: dict[str, str], ratios: dict, s
     of that class: the first run gives a stratified split as close to the ratios as
     whole videos allow, and later runs with added videos keep every earlier assignment
     while the proportions stay near the targets.
+
+    `content` (rel path -> content SHA-256) groups copies of one video: only the group's
+    first copy is dealt, the others follow it, overriding a recorded or folder split.
     """
+    groups = duplicate_groups(videos, content)
+    follower_of = {rel: group[0] for group in groups for rel in group[1:]}
+    if follower_of:
+        # A copy with a recorded split leads its group (so a cache from before this rule
+        # keeps as many assignments as it can); otherwise the first copy in path order.
+        for group in groups:
+            lead = next((rel for rel in group if recorded.get(rel) in SPLITS), group[0])
+            for rel in group:
+                follower_of.pop(rel, None)
+                if rel != lead:
+                    follower_of[rel] = lead
+        leads = [v for v in videos if v.rel not in follower_of]
+        out = assign_splits(leads, recorded, ratios, seed)
+        for rel, lead in follower_of.items():
+            out[rel] = out[lead]
+        return out
     targets = {s: float(ratios[s]) for s in SPLITS}
     if any(v < 0 for v in targets.values()) or sum(targets.values()) <= 0:
         raise UsageError(f"config: data.split ratios must be >= 0 with a positive sum, got {targets}")

@@ -1,7 +1,8 @@
 """`python -m trainer evaluate`: test-split metrics -> metrics.json, and the plots.
 
 Metrics come from scikit-learn (accuracy, per-class precision / recall / F1, ROC AUC
-on the violent probability, confusion matrix); plots from plots.py.
+on the violent probability, confusion matrix), the expected calibration error from
+calibration.py (are the probabilities probabilities?); plots from plots.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from trainer import calibration
 from trainer.cache import CLASSES, atomic_write_json
 from trainer.errors import UsageError
 
@@ -25,7 +27,13 @@ def compute_metrics(y_true: np.ndarray, p_violent: np.ndarray, threshold: float 
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     # one class only in the test split: AUC is undefined (sklearn would warn and give nan)
     auc = float(roc_auc_score(y_true, p_violent)) if len(np.unique(y_true)) > 1 else None
+    p_true = calibration.true_class_probability(y_true, p_violent)
+    correct = y_pred == np.asarray(y_true)
     return {
+        "expected_calibration_error": calibration.expected_calibration_error(y_true, p_violent),
+        "calibration_bins": calibration.BINS,
+        # how sure the model is when it is right (a loss that caps confidence shows here)
+        "median_true_class_probability_correct": float(np.median(p_true[correct])) if correct.any() else None,
         "samples": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "roc_auc": auc,
@@ -45,7 +53,9 @@ def compute_metrics(y_true: np.ndarray, p_violent: np.ndarray, threshold: float 
 def load_model(path: Path):
     import keras
 
+    import trainer.losses  # noqa: F401  registers the loss (a checkpoint loaded with compile=True needs it)
     import trainer.model  # noqa: F401  registers AttentionPooling for deserialisation
+    import trainer.optimizer  # noqa: F401  registers ClippedAdam
     import trainer.schedule  # noqa: F401  registers ScaledSchedule
 
     if not Path(path).is_file():
@@ -82,6 +92,10 @@ def evaluate_file(cache_dir, model_path: Path, out_dir: Path, batch_size: int = 
 def _print_report(m: dict, out_dir: Path, plots_written: list[Path]) -> None:
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
     print(f"test split: {m['samples']} videos  accuracy {m['accuracy']:.4f}  ROC AUC {auc}")
+    med = m["median_true_class_probability_correct"]
+    print(f"  expected calibration error {m['expected_calibration_error']:.4f} ({m['calibration_bins']} bins; "
+          f"0 = probabilities match the hit rate)  median p(true class) when correct "
+          + ("n/a" if med is None else f"{med:.3f}"))
     for name, s in m["per_class"].items():
         print(f"  {name:<10} precision {s['precision']:.3f}  recall {s['recall']:.3f}  f1 {s['f1']:.3f}  ({s['support']} videos)")
     cmx = m["confusion_matrix"]["rows_true_cols_predicted"]

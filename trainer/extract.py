@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Iterator
 from trainer import config as config_mod
 from trainer.backbone import feature_settings, load_backbone
 from trainer.cache import CLASSES, SPLITS, FeatureCache, atomic_write_json, feature_key
-from trainer.dataset import Video, assign_splits, discover
+from trainer.dataset import Video, assign_splits, discover, duplicate_groups
 from trainer.errors import UsageError
 
 BALANCE_WARN_POINTS = 5.0
@@ -226,11 +226,11 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
         for tmp in cache.features_dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
         _write_meta(cache, settings, log)
-        recorded = cache.read_splits()
-        splits = assign_splits(videos, recorded, data["split"], data["split"]["seed"])
-        cache.write_splits({**recorded, **splits})  # keep videos that are gone: they may come back
-
+        # content first: copies of one video must share a split (dataset.assign_splits)
         shas, unreadable = _identify(videos, cache, data, progress)
+        recorded = cache.read_splits()
+        splits = assign_splits(videos, recorded, data["split"], data["split"]["seed"], content=shas)
+        cache.write_splits({**recorded, **splits})  # keep videos that are gone: they may come back
         work, settled, skipped = _plan(videos, shas, unreadable, splits, cache, fp)
         gone = _gone(videos, cache, fp)
         if settled or gone:
@@ -241,6 +241,7 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
         if work:
             _extract_videos(work, shas, splits, cache, settings, data, progress, run, gpus)
         summary = summarize(videos, splits, cache, fp)
+        summary["duplicates"] = [{"split": splits[g[0]], "paths": g} for g in duplicate_groups(videos, shas)]
         summary["run"] = run
         return summary
     finally:
@@ -484,6 +485,14 @@ def print_summary(summary: dict, cache_dir: Path, out=None) -> None:
         print(f"  failed: {f['path']}: {f['reason']}", file=out)
     if total_failed > 10:
         print(f"  ... and {total_failed - 10} more (python -m trainer info --cache-dir {cache_dir})", file=out)
+    dups = summary.get("duplicates") or []
+    if dups:
+        print(f"duplicates: {len(dups)} video(s) appear more than once ({sum(len(d['paths']) for d in dups)} files "
+              "with identical content); every copy is in its first copy's split", file=out)
+        for d in dups[:10]:
+            print(f"  {d['split']}: {' = '.join(d['paths'])}", file=out)
+        if len(dups) > 10:
+            print(f"  ... and {len(dups) - 10} more (python -m trainer info --cache-dir {cache_dir})", file=out)
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     if run.get("pipeline"):

@@ -29,11 +29,18 @@ def cache_info(cache_dir: str | Path) -> dict:
         padded += bool(rec.get("padded"))
         feature_bytes += cache.feature_path(rec["key"]).stat().st_size
     disk_bytes = sum(p.stat().st_size for p in cache.root.rglob("*") if p.is_file())
+    by_content: dict[str, list[dict]] = {}
+    for rec in ok:
+        if rec.get("sha256"):
+            by_content.setdefault(rec["sha256"], []).append(rec)
+    duplicates = sorted(({"paths": sorted(r["path"] for r in recs), "splits": sorted({r["split"] for r in recs})}
+                         for recs in by_content.values() if len(recs) > 1), key=lambda d: d["paths"])
     return {
         "cache_dir": str(cache.root),
         "videos": len(ok),
         "failed": cache.failures(),
         "padded": padded,
+        "duplicates": duplicates,  # identical content under several paths (each copy in one split)
         "splits": splits,
         "feature_shape": meta["feature_shape"],
         "dtype": meta["dtype"],
@@ -71,6 +78,10 @@ def run(args) -> int:
           f"failed: {len(info['failed'])}")
     for f in info["failed"]:
         print(f"  failed: {f['path']}: {f['reason']}")
+    if info["duplicates"]:
+        print(f"duplicates: {len(info['duplicates'])} video(s) with identical content under several paths")
+        for d in info["duplicates"]:
+            print(f"  {'/'.join(d['splits'])}: {' = '.join(d['paths'])}")
     print(f"size on disk: {_size(info['feature_bytes'])} of features for these settings, "
           f"{_size(info['disk_bytes'])} in all")
     return 0

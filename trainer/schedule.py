@@ -94,6 +94,15 @@ class PlateauScaleCallback(keras.callbacks.ReduceLROnPlateau):
         self.peak_lr = peak_lr
         self.reductions = 0
 
+    def on_epoch_end(self, epoch, logs=None):
+        # Keras logs optimizer.learning_rate, i.e. the rate of the NEXT step after the
+        # cut: plots would be shifted by one epoch (epoch 1 of a warmup from 0 would show
+        # the rate of epoch 2). Log the rate the epoch's last step really used instead.
+        logs = logs if logs is not None else {}
+        used = rate_of_last_step(self.model.optimizer)
+        super().on_epoch_end(epoch, logs)
+        logs["learning_rate"] = used
+
     def _reduce_optimizer_lr(self, optimizer, epoch, name=""):
         schedule = find_scaled_schedule(optimizer)
         if schedule is None:  # a fixed rate: Keras's own behaviour applies
@@ -111,6 +120,15 @@ class PlateauScaleCallback(keras.callbacks.ReduceLROnPlateau):
             flush=True,
         )
         return True
+
+
+def rate_of_last_step(optimizer) -> float:
+    """The learning rate the optimizer applied at its latest step (step iterations - 1)."""
+    schedule = find_scaled_schedule(optimizer)
+    if schedule is None:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
+    return float(keras.ops.convert_to_numpy(schedule(step)))
 
 
 def describe(schedule: ScaledSchedule, steps_per_epoch: int, epochs: int) -> str:

@@ -20,6 +20,11 @@ from trainer import config as config_lib
 from trainer.cache import CLASSES, FeatureCache, atomic_write_json
 from trainer.errors import UsageError
 
+# What a resumed run must share with the run it continues: the schedule's step counts,
+# the loss and the model are frozen into the checkpoint, and the data must be the same.
+RESUME_TRAIN_KEYS = ("epochs", "batch_size", "learning_rate", "min_learning_rate", "warmup_epochs", "clipnorm",
+                     "focal_loss", "focal_alpha", "focal_gamma", "label_smoothing", "class_weights", "seed")
+
 INFO_FILE = "model_info.json"
 HISTORY_FILE = "training_history.csv"
 BEST_MODEL = "best_model.keras"
@@ -55,8 +60,9 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
 
     from trainer import callbacks as cb
     from trainer.backbone import model_info_entry
-    from trainer import data, runtime, schedule
+    from trainer import checkpoints, data, losses, runtime, schedule
     from trainer.model import build_model, cudnn_eligible, lstm_layers
+    from trainer.optimizer import ClippedAdam
 
     tc, cc = cfg["train"], cfg["callbacks"]
     epochs, batch = tc["epochs"], tc["batch_size"]
@@ -68,13 +74,6 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     if resume and state is None:
         print(f"resume: no completed epoch in {out}; starting from scratch")
     initial_epoch = state["epoch"] if (resume and state) else 0
-    if resume and state:
-        recorded = _read_info(out)["config"]["train"]["epochs"]
-        if recorded != epochs:
-            raise UsageError(
-                f"resume: this run was started with --epochs {recorded} (the learning-rate schedule is "
-                f"laid out for it); resume with --epochs {recorded}"
-            )
 
     # ---- data: the whole cache in memory, once ---------------------------------------
     meta = FeatureCache(cache_dir).read_meta()
@@ -88,12 +87,18 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
         raise UsageError("the training split holds only one class; both violent and non-violent videos are needed")
     frames, dim = meta["feature_shape"]
     steps = data.steps_per_epoch(len(x_train), batch)
+    settings = run_settings(cfg, meta, steps, FeatureCache(cache_dir).ok_records("train"))
+    if initial_epoch:
+        check_resume(_read_info(out), settings, out)
+    checkpoints.remove_stale_temporaries(out)
     print(f"cache: {cache_dir}  backbone {meta.get('backbone')} ({meta.get('weights')}), "
           f"{frames} frames x {dim} features, {x_train.dtype}")
     print(f"data: {len(x_train)} train / {len(x_val)} val videos; global batch {batch} -> {steps} steps per epoch")
 
     # ---- devices, precision -----------------------------------------------------------
-    keras.utils.set_random_seed(tc["seed"] + initial_epoch)
+    # Seeds what is built here (a fresh model's weights and dropout generators); on resume
+    # the generators' states come back from resume_state.json (callbacks.ResumeState).
+    keras.utils.set_random_seed(tc["seed"])
     rt = runtime.setup(tc["gpus"], tc["mixed_precision"], strategy)
     print(f"devices: {runtime.describe(rt)}" + (f" ({batch / rt.replicas:g} samples per replica per step)" if rt.replicas > 1 else ""))
     print(f"mixed precision: {rt.mixed_precision_reason}")
@@ -107,6 +112,21 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     else:
         print(f"class weights: off ({counts})")
 
+    # ---- steps per execution: several train steps per call into the graph -------------
+    # A divisor of the steps per epoch, so that no call straddles two epochs (Keras would
+    # otherwise pull the next epoch's batches into this one).
+    if rt.replicas > 1:
+        # Measured under a 2-replica MirroredStrategy (TF 2.21, Keras 3.15): the multi-step
+        # while loop fails with "You must feed a value for placeholder tensor
+        # while/cond/Placeholder" on the first call, so one step per call there.
+        per_call = 1
+        print(f"steps per execution: 1 (Keras's multi-step loop fails under a MirroredStrategy with "
+              f"{rt.replicas} replicas)")
+    else:
+        per_call = execution_steps(steps, tc["steps_per_execution"])
+        print(f"steps per execution: {per_call} (the largest divisor of {steps} steps per epoch up to "
+              f"train.steps_per_execution {tc['steps_per_execution']}); SIGTERM is seen after each execution")
+
     # ---- model, loss, optimizer (built in the strategy's scope) -----------------------
     with rt.strategy.scope():
         if initial_epoch:
@@ -114,35 +134,34 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             print(f"resume: {state['checkpoint']} (epoch {initial_epoch}/{epochs}, "
                   f"optimizer step {int(model.optimizer.iterations.numpy())})")
             jit_reason = f"{'on' if model.jit_compile else 'off'} (as the run started)"
+            model.steps_per_execution = per_call  # not part of the saved compile config
             if tuple(model.input_shape[1:]) != (frames, dim):
                 raise UsageError(f"resume: the checkpoint expects {tuple(model.input_shape[1:])} features but the "
                                  f"cache holds {(frames, dim)}; resume with the cache the run started on")
         else:
             model = build_model(frames, dim, cfg["model"])
             lr = schedule.warmup_cosine(steps, epochs, tc["warmup_epochs"], tc["learning_rate"], tc["min_learning_rate"])
-            optimizer = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=tc["clipnorm"])
-            if tc["focal_loss"]:
-                loss = keras.losses.CategoricalFocalCrossentropy(
-                    alpha=tc["focal_alpha"], gamma=tc["focal_gamma"], label_smoothing=tc["label_smoothing"])
-            else:
-                loss = keras.losses.CategoricalCrossentropy(label_smoothing=tc["label_smoothing"])
+            # clipping of the summed gradient of all replicas (trainer/optimizer.py)
+            optimizer = ClippedAdam(learning_rate=lr, global_clipnorm=tc["clipnorm"])
+            loss = losses.build_loss(tc)
             jit, jit_reason = runtime.decide_jit(rt, tc["xla"], model)
-            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
+            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit,
+                          steps_per_execution=per_call)
     lr_schedule = schedule.find_scaled_schedule(model.optimizer)
     eligible = all(cudnn_eligible(layer) for layer in lstm_layers(model))
     print(f"model: {model.count_params():,} parameters ({cfg['model']['lstm_layers']} x BiLSTM({cfg['model']['lstm_units']}) "
           f"+ attention + dense {cfg['model']['dense_units']}); LSTMs cuDNN-eligible: {'yes' if eligible else 'NO'}"
-          f"{' (cuDNN kernel in use)' if eligible and rt.on_gpu else ''}")
+          + (" (the traced train step is checked for the cuDNN op after the first epoch)" if rt.on_gpu else " (no GPU)"))
     print(f"XLA: {jit_reason}")
-    print(f"loss: {type(model.loss).__name__}" + (f" (alpha {tc['focal_alpha']}, gamma {tc['focal_gamma']})" if tc["focal_loss"] else "")
-          + f", label smoothing {tc['label_smoothing']}; optimizer Adam, global clipnorm {tc['clipnorm']}")
+    print(f"loss: {losses.describe(tc)}; optimizer Adam, global clipnorm {tc['clipnorm']} on the gradient summed "
+          "over all replicas")
     print(f"learning rate: {schedule.describe(lr_schedule, steps, epochs)}; ReduceLROnPlateau scales it "
           f"(scale now {float(lr_schedule.scale.numpy()):g})")
     if not initial_epoch:
         atomic_write_json(out / INFO_FILE, {
             "cache_meta": meta, "cache_dir": str(Path(cache_dir).resolve()), "classes": list(CLASSES), "config": cfg,
             "backbone": model_info_entry(meta),  # what predict builds (trainer.backbone.from_model_info)
-            "parameters": int(model.count_params()), "steps_per_epoch": steps,
+            "parameters": int(model.count_params()), "steps_per_epoch": steps, "run": settings,
         })
 
     # ---- callbacks: Keras's own, plus the three it lacks (callbacks.py) --------------
@@ -152,42 +171,49 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     plateau = schedule.PlateauScaleCallback(
         peak_lr=tc["learning_rate"], monitor=cc["reduce_lr"]["monitor"], factor=cc["reduce_lr"]["factor"],
         patience=cc["reduce_lr"]["patience"], min_lr=cc["reduce_lr"]["min_lr"])
+    # Early stopping only decides WHEN to stop; the model kept is best_model.keras
+    # (checkpoint_monitor), the file evaluate and predict load. Restoring "best weights"
+    # into memory at the end would change nothing anybody uses (config.py refuses it).
     early = keras.callbacks.EarlyStopping(
         monitor=cc["early_stopping"]["monitor"], patience=cc["early_stopping"]["patience"],
-        restore_best_weights=cc["early_stopping"]["restore_best_weights"])
-    best = keras.callbacks.ModelCheckpoint(out / BEST_MODEL, monitor=cc["checkpoint_monitor"], save_best_only=True)
+        restore_best_weights=False)
+    epoch_pattern = str(out / cb.CHECKPOINT_PATTERN)
+    best = checkpoints.BestModelCheckpoint(out / BEST_MODEL, epoch_pattern, monitor=cc["checkpoint_monitor"])
     csv_logger = keras.callbacks.CSVLogger(str(history_path), append=bool(initial_epoch))
     stop = cb.StopOnSignal()
     callbacks = [
         plateau,  # first: puts learning_rate into the logs and lowers the scale before anything saves
         early,
-        best,
-        keras.callbacks.ModelCheckpoint(str(out / cb.CHECKPOINT_PATTERN)),  # every epoch (Keras numbers from 1)
+        checkpoints.AtomicModelCheckpoint(epoch_pattern),  # every epoch (Keras numbers from 1)
+        best,  # after it: an improving epoch's checkpoint becomes best_model.keras by a hard link
         csv_logger,
         cb.EpochProgress(epochs, len(x_train)),
         cb.ResumeState(out, early, best, plateau, keep_last=cc["keep_last_checkpoints"],
                        restore=state if initial_epoch else None),
         stop,  # last: a SIGTERM at the end of an epoch stops only after the commit above
     ]
+    if rt.on_gpu:
+        callbacks.insert(0, cb.CudnnReport(len(lstm_layers(model))))
     tensorboard = None
     if cc["tensorboard"] and not _tensorboard_installed():
         print("TensorBoard logging: off, the `tensorboard` package is not installed (pip install tensorboard)")
     elif cc["tensorboard"]:
-        tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"))
+        tensorboard = cb.EpochRateTensorBoard(log_dir=str(out / "tensorboard"))
         callbacks.insert(5, tensorboard)
-    callbacks.append(cb.BatchBar(steps))
+    if sys.stdout.isatty():  # a per-batch hook makes Keras wait for every execution: only when seen
+        callbacks.append(cb.BatchBar(steps))
 
     # ---- fit ----------------------------------------------------------------------------
     if initial_epoch >= epochs or (state or {}).get("stopped_early"):
         print(f"resume: the run already finished (epoch {initial_epoch}); nothing to train")
     else:
-        train_ds = data.make_dataset(x_train, y_train, batch, shuffle=True, seed=tc["seed"] + initial_epoch)
+        train_ds = data.make_train_dataset(x_train, y_train, batch, tc["seed"], initial_epoch, epochs)
         val_ds = data.make_dataset(x_val, y_val, batch, shuffle=False)
         print(f"training epochs {initial_epoch + 1}..{epochs} -> {out}")
         try:
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                      class_weight=class_weight, callbacks=callbacks, verbose=0,
-                      shuffle=False)  # the dataset reshuffles itself every epoch
+                      steps_per_epoch=steps, class_weight=class_weight, callbacks=callbacks, verbose=0,
+                      shuffle=False)  # the dataset holds each epoch's own order
         except cb.TrainingInterrupted as exc:
             csv_logger.on_train_end()
             if tensorboard is not None:
@@ -216,6 +242,40 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
         if metrics is not None:
             print(f"test accuracy: {metrics['accuracy']:.4f}")
     return 0
+
+
+def execution_steps(steps_per_epoch: int, wanted: int) -> int:
+    return max(d for d in range(1, min(wanted, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def run_settings(cfg: dict, meta: dict, steps: int, train_records: list[dict]) -> dict:
+    """The settings a resume must not change, flat and named as the user sets them."""
+    import hashlib
+    import json
+
+    out = {f"train.{k}": cfg["train"][k] for k in RESUME_TRAIN_KEYS}
+    out.update({f"model.{k}": v for k, v in sorted(cfg["model"].items())})
+    out["steps per epoch"] = steps
+    out["cache fingerprint (feature settings)"] = meta.get("fingerprint")
+    identity = json.dumps(sorted((r["path"], r.get("key"), r["label"]) for r in train_records)).encode()
+    out["training set"] = f"{len(train_records)} videos, sha256 {hashlib.sha256(identity).hexdigest()[:16]}"
+    return out
+
+
+def check_resume(info: dict, now: dict, out: Path) -> None:
+    """Refuse, with one line, a resume whose settings differ from the recorded run's."""
+    recorded = info.get("run")
+    if recorded is None:  # a run from before these were recorded: only the epoch count is known
+        recorded = {"train.epochs": info["config"]["train"]["epochs"]}
+    for key in now:  # in the order run_settings names them (the JSON file is sorted)
+        if key not in recorded:
+            continue
+        was = recorded[key]
+        if now[key] != was:
+            hint = (f"resume with --epochs {was}" if key == "train.epochs" else
+                    f"resume with the run's settings (see {out / INFO_FILE}) or train into a new --output-dir")
+            raise UsageError(f"resume: {key} is {now[key]} but the run in {out} was started with {was} "
+                             f"(the checkpoint's schedule, loss and model are laid out for it); {hint}")
 
 
 def _tensorboard_installed() -> bool:

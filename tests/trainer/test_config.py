@@ -28,7 +28,10 @@ def test_seed_values_are_the_defaults():
 
     assert feature_settings(d["data"])["image_size"] == 224  # 0 = the backbone's own: VGG19's 224
     assert (d["train"]["batch_size"], d["train"]["epochs"], d["train"]["learning_rate"]) == (64, 100, 1e-3)
-    assert (d["train"]["focal_alpha"], d["train"]["focal_gamma"], d["train"]["label_smoothing"]) == (0.25, 2.0, 0.1)
+    # focal_alpha: the seed's 0.25 was a constant x0.25 in Keras's categorical focal loss
+    # (no class effect); 0.5 is the same "no class re-weighting" in trainer/losses.py's
+    # per-class meaning, without shrinking the loss 4x
+    assert (d["train"]["focal_alpha"], d["train"]["focal_gamma"], d["train"]["label_smoothing"]) == (0.5, 2.0, 0.1)
     assert d["callbacks"]["early_stopping"]["patience"] == 15 and d["callbacks"]["reduce_lr"]["patience"] == 7
 
 
@@ -51,6 +54,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ("data:\n  split: 0.7\n", "'data.split' must be a mapping"),
     ("train:\n  epochs: 2.5\n", "'train.epochs' must be int, got float"),
     ("data: [1, 2\n", "not valid YAML"),
+    ("train:\n  focal_alpha: 1.5\n", "'train.focal_alpha' must be between 0 and 1"),
+    ("callbacks:\n  early_stopping: {restore_best_weights: true}\n", "restore weights that nothing uses"),
 ])
 def test_bad_config_is_one_line_usage_error(tmp_path, text, needle):
     with pytest.raises(UsageError) as exc:

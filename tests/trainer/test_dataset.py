@@ -169,3 +169,33 @@ def test_validation_is_carved_from_train_when_there_is_no_val_folder(tmp_path):
     assert (c["violent", "val"], c["nonviolent", "val"]) == (6, 6)
     assert (c["violent", "train"], c["violent", "test"]) == (28, 6)
     assert all(splits[v.rel] == "test" for v in vids if v.split == "test")
+
+
+def test_copies_of_one_video_always_share_a_split(tmp_path):
+    make_class_layout(tmp_path, 60, 60)
+    vids = discover(tmp_path, NAMES)
+    # 20 contents each present twice (a merged dataset: same clip, another name), the rest unique
+    content = {v.rel: f"sha-{v.rel}" for v in vids}
+    rels = sorted(content)
+    pairs = [(rels[i], rels[-1 - i]) for i in range(20)]
+    for a, b in pairs:
+        content[b] = content[a]
+    by_path = assign_splits(vids, {}, RATIOS, 42)
+    assert any(by_path[a] != by_path[b] for a, b in pairs), "by path alone some copies are split apart"
+    splits = assign_splits(vids, {}, RATIOS, 42, content=content)
+    assert all(splits[a] == splits[b] for a, b in pairs)
+    assert set(splits) == {v.rel for v in vids}
+    c = Counter(splits.values())
+    assert abs(c["train"] - 0.7 * 120) <= 12 and c["test"] >= 10  # still close to 70/15/15
+    # a recorded split leads its group (one copy seen before the other arrived)
+    a, b = pairs[0]
+    other = "test" if splits[a] != "test" else "val"
+    again = assign_splits(vids, {a: other}, RATIOS, 42, content=content)
+    assert again[a] == again[b] == other
+    # split folders: the copy in test/ and the copy in train/ end up together
+    root = tmp_path / "folders"
+    touch(root, "train/fight/x.mp4", "test/fight/y.mp4", "train/fight/z.mp4", "test/nofight/w.mp4",
+          "train/nofight/v.mp4", "val/nofight/u.mp4")
+    fv = discover(root, NAMES)
+    folder_splits = assign_splits(fv, {}, RATIOS, 42, content={"train/fight/x.mp4": "s", "test/fight/y.mp4": "s"})
+    assert folder_splits["train/fight/x.mp4"] == folder_splits["test/fight/y.mp4"]

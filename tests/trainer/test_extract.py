@@ -330,9 +330,38 @@ def test_a_crashing_decoder_costs_one_video():
 
 
 @pytest.mark.slow
-def test_vgg19_random_init_features_match_predict_path(tmp_path):
-    """VGG19 fc2 with weights=none on two short videos: shape, finiteness, and the same
-    features from a freshly loaded backbone (what predict does) as from extract."""
+def test_vgg19_features_match_an_independent_computation_and_the_predict_path(tmp_path):
+    """VGG19 fc2 with weights=none: the backbone's preprocessing against a computation by
+    hand (RGB -> BGR, ImageNet means subtracted) on a constant colour image, then on two
+    short videos: shape, finiteness, and the same features from a freshly loaded backbone
+    (what predict does) as from extract."""
+    import keras
+    from keras.applications import vgg19
+
+    from trainer.backbone import INIT_SEED, feature_settings
+
+    colour = (200, 100, 10)  # R, G, B: far from grey, so a channel swap error shows
+    frames = np.empty((2, 224, 224, 3), np.uint8)
+    frames[:] = colour
+    settings = feature_settings({"backbone": "vgg19", "weights": "none", "image_size": 224, "frames": 4})
+    got = load_backbone_for_test(settings).features(frames)
+    keras.utils.set_random_seed(INIT_SEED)  # the same random network, built here
+    full = vgg19.VGG19(include_top=True, weights=None)
+    fc2 = keras.Model(full.input, full.get_layer("fc2").output)
+    imagenet_bgr_mean = np.array([103.939, 116.779, 123.68], np.float32)
+
+    def by_hand(bgr):
+        x = np.broadcast_to(np.asarray(bgr, np.float32) - imagenet_bgr_mean, (1, 224, 224, 3)).copy()
+        return np.asarray(fc2(x, training=False))[0]
+
+    want = by_hand(colour[::-1])
+    assert want.std() > 0
+    np.testing.assert_allclose(got[0], want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+    np.testing.assert_allclose(got[1], want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+    # the comparison can fail: RGB order (no swap) gives clearly other features
+    assert np.abs(by_hand(colour) - want).max() > 0.05 * np.abs(want).max()
+    del full, fc2
+
     from trainer import config as config_mod
     from trainer.backbone import load_backbone
     from trainer.extract import extract as run_extract
@@ -354,6 +383,12 @@ def test_vgg19_random_init_features_match_predict_path(tmp_path):
         assert np.isfinite(got).all() and got.std() > 0
         frames = sample_frames(ds / rec["path"], 4, 224).frames
         np.testing.assert_allclose(got, backbone.features(frames), rtol=2e-2, atol=2e-3)
+
+
+def load_backbone_for_test(settings):
+    from trainer.backbone import load_backbone
+
+    return load_backbone(settings, batch_size=2)
 
 
 def test_a_torn_index_line_does_not_swallow_the_next_record(tmp_path):
@@ -491,3 +526,26 @@ def test_every_device_extracts_and_gpus_limits_it(tmp_path):
         np.testing.assert_allclose(cache.load_features(rec["key"]).astype(np.float32), want, rtol=2e-2, atol=2e-3)
     one_cache = FeatureCache(tmp_path / "c1")
     assert {r["path"]: r["key"] for r in one_cache.ok_records()} == {r["path"]: r["key"] for r in cache.ok_records()}
+
+
+def test_identical_videos_land_in_one_split_and_are_reported(tmp_path, capsys):
+    import shutil
+
+    ds = tmp_path / "ds"
+    for i in range(6):
+        good_video(ds / f"violent/v{i}.mp4", 20 + i)
+        good_video(ds / f"nonviolent/n{i}.mp4", 40 + i)
+    for i in range(6):  # the same clips again under other names, as in merged datasets
+        shutil.copy(ds / f"violent/v{i}.mp4", ds / f"violent/copy_of_v{i}.mp4")
+    rc, out, _ = extract(capsys, ds, tmp_path / "cache", write_config(tmp_path / "c.yaml"), "--quiet")
+    assert rc == 0
+    splits = json.loads((tmp_path / "cache" / "splits.json").read_text())
+    for i in range(6):
+        assert splits[f"violent/v{i}.mp4"] == splits[f"violent/copy_of_v{i}.mp4"]
+    assert "duplicates: 6 video(s) appear more than once (12 files with identical content)" in out
+    assert "violent/copy_of_v0.mp4 = violent/v0.mp4" in out
+    assert main(["info", "--cache-dir", str(tmp_path / "cache"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert len(info["duplicates"]) == 6
+    assert all(len(d["splits"]) == 1 for d in info["duplicates"])
+    assert {"paths": ["violent/copy_of_v3.mp4", "violent/v3.mp4"], "splits": [splits["violent/v3.mp4"]]} in info["duplicates"]

@@ -72,3 +72,21 @@ def test_model_round_trips_through_a_keras_file(tmp_path):
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), rtol=1e-5)
+
+
+def test_cudnn_check_reads_the_traced_train_step():
+    """The check looks into the graphs fit really ran (nested loop bodies included). On this
+    CPU the LSTM runs the generic kernel, so the report must say NO; on a GPU the same code
+    finds Keras's CudnnRNNV3 op (not run here: no GPU in this project's CI)."""
+    from trainer.callbacks import CudnnReport, describe_cudnn, traced_op_types
+
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    model.compile("adam", "mse")
+    lines = []
+    report = CudnnReport(lstm_count=1, log=lines.append)
+    x = np.random.default_rng(0).normal(size=(8, 5, 3)).astype(np.float32)
+    model.fit(x, np.zeros((8, 2), np.float32), epochs=2, verbose=0, callbacks=[report])
+    ops = traced_op_types(model.train_function)
+    assert ops.get("MatMul", 0) > 0 and ops.get("While", 0) + ops.get("StatelessWhile", 0) > 0
+    assert len(lines) == 1 and lines[0].startswith("cuDNN LSTM kernel in the traced train step: NO")
+    assert "yes (CudnnRNNV3 x6; 6 LSTM layers)" in describe_cudnn({"CudnnRNNV3": 6, "MatMul": 3}, 6)

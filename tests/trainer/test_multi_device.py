@@ -78,6 +78,7 @@ def test_global_batch_on_two_replicas(tmp_path):
     assert result["replicas"] == 2
     assert "3 steps per epoch" in proc.stdout
     assert "8 samples per replica per step" in proc.stdout
+    assert "steps per execution: 1 (Keras's multi-step loop fails under a MirroredStrategy with 2 replicas)" in proc.stdout
     assert result["iterations"] == 2 * 3  # two epochs of 3 global steps
     # "balanced" weights of a 10/30 split, passed to fit under the strategy
     weights = {int(k): v for k, v in result["class_weight"].items()}  # JSON made the keys strings
@@ -90,3 +91,50 @@ def test_global_batch_on_two_replicas(tmp_path):
     assert "XLA: off: Keras's jit_compile fails under a MirroredStrategy" in proc.stdout
     rows = (out / "training_history.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + 2 epochs
+
+
+CLIP_SCRIPT = textwrap.dedent(r"""
+    import json
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from trainer.optimizer import ClippedAdam, ClippedSGD
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(8, 4)) * 10).astype("float32")  # large gradients: clipping is active
+    y = rng.normal(size=(8, 2)).astype("float32")
+    makers = {
+        "keras_sgd": lambda: keras.optimizers.SGD(1.0, global_clipnorm=1e-3),
+        "ours_sgd": lambda: ClippedSGD(1.0, global_clipnorm=1e-3),
+        "ours_adam": lambda: ClippedAdam(1e-3, global_clipnorm=1e-3),
+    }
+    result = {}
+    for name, make in makers.items():
+        for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
+            with tf.distribute.MirroredStrategy(devices).scope():
+                keras.utils.set_random_seed(1)
+                model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+                model.compile(make(), "mse")
+            before = model.get_weights()
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)  # one step, global batch 8
+            delta = [a - b for a, b in zip(model.get_weights(), before)]
+            result[f"{name}/{len(devices)}"] = float(np.sqrt(sum((d ** 2).sum() for d in delta)))
+    print("RESULT " + json.dumps(result))
+""")
+
+
+@pytest.mark.slow
+def test_clipping_acts_on_the_global_gradient_on_any_device_count(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", CLIP_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    norms = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    # SGD with lr 1: the update IS the clipped gradient, so its norm is the clip limit
+    assert norms["ours_sgd/1"] == pytest.approx(1e-3, rel=1e-4)
+    assert norms["ours_sgd/2"] == pytest.approx(1e-3, rel=1e-4)
+    # Keras's own clipping clips each replica's half and sums: above the limit on two
+    assert norms["keras_sgd/1"] == pytest.approx(1e-3, rel=1e-4) and norms["keras_sgd/2"] > 1.5e-3
+    # the trainer's optimizer: the same update on one and on two replicas
+    assert norms["ours_adam/2"] == pytest.approx(norms["ours_adam/1"], rel=1e-5)

@@ -16,12 +16,13 @@ from tests.trainer.tiny_cache import make_cache
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 5
-TRAIN, BATCH = 3200, 16
-STEPS = TRAIN // BATCH  # 200
+TRAIN, BATCH = 1600, 16
+STEPS = TRAIN // BATCH  # 100
 
 CONFIG = """
 model: {lstm_units: 8, lstm_layers: 1, dense_units: [16, 8, 8], dropout: 0.1}
-train: {batch_size: 16, warmup_epochs: 2, mixed_precision: false, xla: false, learning_rate: 3.0e-3}
+train: {batch_size: 16, warmup_epochs: 2, mixed_precision: false, xla: false, learning_rate: 3.0e-3,
+        steps_per_execution: 4}
 callbacks: {tensorboard: false, keep_last_checkpoints: 0}
 """
 
@@ -74,7 +75,9 @@ def _history(out: Path) -> list[dict]:
 def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
     import keras
 
-    import trainer.model  # noqa: F401  registers the custom layer for load_model
+    import trainer.losses  # noqa: F401  registers the custom loss, optimizer and layer for load_model
+    import trainer.model  # noqa: F401
+    import trainer.optimizer  # noqa: F401
     from trainer import schedule
 
     cache = make_cache(tmp_path / "cache", {"train": TRAIN, "val": 32, "test": 8})
@@ -111,8 +114,9 @@ def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
     rows = _history(out)
     assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS)), "every epoch exactly once"
     # the learning rate follows the one warmup+cosine curve across both restarts: no jump
+    # (logged: the rate of each epoch's last step)
     ref = schedule.warmup_cosine(STEPS, EPOCHS, 2, 3e-3, 1e-7)
-    expected = [float(keras.ops.convert_to_numpy(ref((e + 1) * STEPS))) for e in range(EPOCHS)]
+    expected = [float(keras.ops.convert_to_numpy(ref((e + 1) * STEPS - 1))) for e in range(EPOCHS)]
     np.testing.assert_allclose([float(r["learning_rate"]) for r in rows], expected, rtol=1e-4)
     # optimizer step counts continue: each checkpoint holds exactly its epochs' steps
     for epoch in (2, 3, 5):
@@ -123,6 +127,19 @@ def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
     train_log = (out / "train.log").read_text()
     assert train_log.count("training epochs") == 3 and "stopped by SIGTERM" in train_log
 
+    # exact: the same run without interruptions ends with the same weights, optimizer state
+    # and history (same batches in the same order, same dropout masks, same steps)
+    ref_out = tmp_path / "uninterrupted"
+    proc = _start(cache, ref_out, cfg)
+    log, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, log
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert [r[name] for r in _history(out)] == [r[name] for r in _history(ref_out)], name
+    resumed = keras.models.load_model(out / f"checkpoint_epoch_{EPOCHS:03d}.keras")
+    reference = keras.models.load_model(ref_out / f"checkpoint_epoch_{EPOCHS:03d}.keras")
+    for a, b in zip(resumed.weights + resumed.optimizer.variables, reference.weights + reference.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
 
 def test_callback_state_survives_a_restart(tmp_path):
     """EarlyStopping / ModelCheckpoint / plateau state: saved at an epoch's commit, put back on resume."""
@@ -132,17 +149,22 @@ def test_callback_state_survives_a_restart(tmp_path):
     from trainer import schedule
 
     def fresh():
-        es = keras.callbacks.EarlyStopping(patience=15, restore_best_weights=True)
+        es = keras.callbacks.EarlyStopping(patience=15)
         best = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy", save_best_only=True)
         pl = schedule.PlateauScaleCallback(peak_lr=1e-3, patience=7, factor=0.5)
         return es, best, pl
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    def net():
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
+                                 keras.layers.Dense(2), keras.layers.Dropout(0.5)])
+
+    model = net()
+    model(np.ones((2, 3), np.float32), training=True)  # advance the dropout generators
     es, best, pl = fresh()
     for c in (es, best, pl):
         c.set_model(model)
         c.on_train_begin()
-    es.best, es.wait, es.best_epoch, es.best_weights = 0.25, 4, 6, [w + 1.0 for w in model.get_weights()]
+    es.best, es.wait, es.best_epoch = 0.25, 4, 6
     best.best = 0.875
     pl.best, pl.wait, pl.cooldown_counter, pl.reductions = 0.3, 3, 1, 2
     saver = cb.ResumeState(tmp_path, es, best, pl)
@@ -150,13 +172,16 @@ def test_callback_state_survives_a_restart(tmp_path):
     saver.on_epoch_end(6)
 
     es2, best2, pl2 = fresh()
+    model2 = net()  # what load_model gives: the .keras file does not hold the generators' state
     restorer = cb.ResumeState(tmp_path, es2, best2, pl2, restore=cb.read_state(tmp_path))
     for c in (es2, best2, pl2, restorer):  # the order train.py uses: Keras resets first, then restore
-        c.set_model(model)
+        c.set_model(model2)
         c.on_train_begin()
     assert (es2.best, es2.wait, es2.best_epoch) == (0.25, 4, 6)
-    for a, b in zip(es2.best_weights, es.best_weights):
-        np.testing.assert_array_equal(a, b)
+    # the dropout masks continue where they were: the next training call draws the same masks
+    x = np.ones((8, 3), np.float32)
+    model2.set_weights(model.get_weights())
+    np.testing.assert_array_equal(np.asarray(model2(x, training=True)), np.asarray(model(x, training=True)))
     assert best2.best == 0.875
     assert (pl2.best, pl2.wait, pl2.cooldown_counter, pl2.reductions) == (0.3, 3, 1, 2)
 
@@ -182,3 +207,57 @@ def test_keep_last_checkpoints_prunes_older_files(tmp_path):
     saver.on_epoch_end(4)  # epoch 5 committed
     assert sorted(p.name for p in tmp_path.glob("checkpoint_epoch_*")) == [
         "checkpoint_epoch_004.keras", "checkpoint_epoch_005.keras"]
+
+
+KILL_MID_SAVE = r"""
+import sys, zipfile
+from pathlib import Path
+import keras, numpy as np
+from trainer import checkpoints
+
+path = Path(sys.argv[1])
+keras.utils.set_random_seed(1)
+model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(2)])
+model.compile("adam", "mse")
+model.fit(np.ones((4, 64)), np.ones((4, 2)), verbose=0)
+cb = checkpoints.AtomicModelCheckpoint(str(path), monitor="loss", save_best_only=True)
+cb.set_model(model)
+cb.on_train_begin()
+cb.on_epoch_end(0, {"loss": 1.0})  # a first, complete best model
+print("SAVED", flush=True)
+model.set_weights([w + 1.0 for w in model.get_weights()])
+real = zipfile.ZipFile.writestr
+def stall(self, *a, **kw):  # the second save stops inside the zip: kill -9 lands mid-write
+    real(self, *a, **kw)
+    print("MIDSAVE", flush=True)
+    import time; time.sleep(60)
+zipfile.ZipFile.writestr = stall
+cb.on_epoch_end(1, {"loss": 0.5})  # better: Keras decides to overwrite best_model.keras
+"""
+
+
+def test_sigkill_during_a_model_save_leaves_the_previous_file_intact(tmp_path):
+    import keras
+
+    best = tmp_path / "best_model.keras"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_MID_SAVE, str(best)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if line.startswith("SAVED"):
+            first = best.read_bytes()
+        if line.startswith("MIDSAVE"):
+            proc.kill()
+            break
+    proc.wait(timeout=60)
+    assert lines[-1] == "MIDSAVE", lines
+    assert best.read_bytes() == first  # untouched by the killed save
+    model = keras.models.load_model(best)  # and a valid model
+    assert model.count_params() == 64 * 256 + 256 + 256 * 2 + 2
+    # the killed save's temporary file is recognisable and removed at the next start
+    from trainer import checkpoints
+
+    assert len(list(tmp_path.glob(".tmp-*.keras"))) == 1
+    assert checkpoints.remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["best_model.keras"]

@@ -55,8 +55,10 @@ def test_plateau_halves_the_effective_rate_and_the_shape_continues():
         cb.on_epoch_end(epoch, log)
         logs.append(log)
     assert float(s.scale.numpy()) == 0.5 and cb.reductions == 1
-    # the learning_rate Keras logs is the effective rate (before this epoch's reduction)
-    assert logs[1]["learning_rate"] == pytest.approx(lr_at(reference, 20))
+    # the learning_rate logged is the rate the epoch's last step used (step 19 of epoch 2),
+    # not Keras's optimizer.learning_rate (step 20's, after the cut)
+    assert logs[1]["learning_rate"] == pytest.approx(lr_at(reference, 19))
+    assert logs[3]["learning_rate"] == pytest.approx(lr_at(reference, 39))  # the cut came after epoch 4
     # from now on: exactly half the warmup/cosine curve, at every later step
     for step in (40, 41, 100, 150, 199):
         model.optimizer.iterations.assign(step)
@@ -100,3 +102,23 @@ def test_scale_is_saved_with_the_model(tmp_path):
     assert int(loaded.optimizer.iterations.numpy()) == 57
     np.testing.assert_allclose(float(loaded.optimizer.learning_rate), 0.25 * lr_at(s.base, 57), rtol=1e-6)
     assert again.floor == 1e-7
+
+
+def test_logged_rate_is_the_one_the_epoch_used_in_csv_and_tensorboard(tmp_path):
+    """Epoch 1 of a warmup from 0: Keras would log the rate of step 10 (the peak of a
+    one-epoch warmup); the epoch's steps 0..9 used at most the rate of step 9."""
+    from trainer.callbacks import EpochRateTensorBoard
+
+    s = schedule.warmup_cosine(steps_per_epoch=10, epochs=20, warmup_epochs=1, peak_lr=1e-3, min_lr=1e-7)
+    model = _model_with(s)
+    cb = schedule.PlateauScaleCallback(peak_lr=1e-3, patience=5)
+    cb.set_model(model)
+    cb.on_train_begin()
+    model.optimizer.iterations.assign(10)
+    logs = {"val_loss": 1.0}
+    cb.on_epoch_end(0, logs)
+    assert logs["learning_rate"] == pytest.approx(0.9e-3)  # step 9 of a 10-step ramp to 1e-3
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-3)
+    tb = EpochRateTensorBoard(log_dir=str(tmp_path))
+    tb.set_model(model)
+    assert tb._collect_learning_rate(dict(logs))["learning_rate"] == pytest.approx(0.9e-3)

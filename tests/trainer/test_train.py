@@ -40,6 +40,9 @@ def test_train_writes_every_seed_output(cache, tiny_yaml, tmp_path, capsys):
                  "model_info.json", "metrics.json", "train.log", "resume_state.json"):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").rglob("events.out.tfevents*"))
+    # the best model is the improving epoch's checkpoint itself (a hard link: written once)
+    best_inode = (out / "best_model.keras").stat().st_ino
+    assert best_inode in {p.stat().st_ino for p in out.glob("checkpoint_epoch_*.keras")}
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
         "accuracy.png", "confusion_matrix.png", "learning_rate.png", "loss.png"]
     with open(out / "training_history.csv", newline="") as fh:
@@ -49,14 +52,20 @@ def test_train_writes_every_seed_output(cache, tiny_yaml, tmp_path, capsys):
     # asked-for speed-ups that do not apply on a CPU are reported as off, with the reason
     assert "mixed precision: off: no GPU" in printed
     assert "XLA: off: no GPU" in printed
-    assert "loss: CategoricalFocalCrossentropy (alpha 0.25, gamma 2.0), label smoothing 0.1" in printed
+    assert "loss: focal cross-entropy on the true class's p_t (gamma 2.0, alpha 0.5" in printed
     assert "3 steps per epoch" in printed and "LSTMs cuDNN-eligible: yes" in printed
+    assert "steps per execution: 3 (the largest divisor of 3 steps per epoch up to train.steps_per_execution 16)" in printed
     log = (out / "train.log").read_text()
     assert "epoch   3/3" in log and "samples/s" in log and "ETA" in log and "test accuracy:" in log
     info = json.loads((out / "model_info.json").read_text())
     assert info["cache_meta"]["feature_shape"] == [6, 8] and info["classes"] == ["nonviolent", "violent"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["samples"] == 16 and 0.0 <= metrics["accuracy"] <= 1.0
+    # the accuracy reported is the best model's on the test split, recomputed here independently
+    best = keras.models.load_model(out / "best_model.keras")
+    x, y, _ = data.load_split(cache, "test")
+    predicted = np.argmax(np.asarray(best(x, training=False)), axis=1)
+    assert metrics["samples"] == 16 and metrics["accuracy"] == pytest.approx(float((predicted == y).mean()))
+    assert metrics["model"].endswith("best_model.keras") and "expected_calibration_error" in metrics
 
     # the same folder again without --resume: refused, nothing overwritten
     before = (out / "training_history.csv").read_bytes()
@@ -67,6 +76,21 @@ def test_train_writes_every_seed_output(cache, tiny_yaml, tmp_path, capsys):
     assert main(["train", "--cache-dir", str(cache), "--output-dir", str(out), "--config", str(tiny_yaml),
                  "--epochs", "5", "--resume"]) == 2
     assert "resume with --epochs 3" in capsys.readouterr().err
+    # --resume with another batch size, feature settings or training set: refused, one line
+    def refused(*args, cache_dir=cache):
+        rc = main(["train", "--cache-dir", str(cache_dir), "--output-dir", str(out), "--config", str(tiny_yaml),
+                   "--epochs", "3", "--resume", "--no-evaluate", *args])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1, err
+        return err
+    assert "train.batch_size is 4 but the run" in refused("--batch-size", "4")
+    assert "train.focal_loss is False" in refused("--no-use-focal-loss")
+    other_settings = make_cache(tmp_path / "other_settings", {"train": 48, "val": 16, "test": 16}, backbone="other")
+    assert "cache fingerprint (feature settings)" in refused(cache_dir=other_settings)
+    other_videos = make_cache(tmp_path / "other_videos", {"train": 48, "val": 16, "test": 16}, seed=1)
+    assert "training set is 48 videos, sha256" in refused(cache_dir=other_videos)
+    more_videos = make_cache(tmp_path / "more_videos", {"train": 80, "val": 16, "test": 16})
+    assert "steps per epoch is 5 but" in refused(cache_dir=more_videos)
     # --resume of a finished run: nothing to train, exit 0
     assert main(["train", "--cache-dir", str(cache), "--output-dir", str(out), "--config", str(tiny_yaml),
                  "--epochs", "3", "--resume", "--no-evaluate"]) == 0
@@ -161,3 +185,14 @@ def test_runtime_says_what_is_really_in_effect():
     jit, why = runtime.decide_jit(gpu, True, model)
     assert jit is False and "cuDNN" in why  # Keras would silently drop it for cuDNN LSTMs
     assert runtime.decide_jit(gpu, False, model) == (False, "off (not asked for)")
+
+
+def test_steps_per_execution_divides_the_epoch():
+    from trainer.train import execution_steps
+
+    assert execution_steps(169, 16) == 13  # the seed's 10,778 / 64
+    assert execution_steps(100, 16) == 10
+    assert execution_steps(64, 16) == 16
+    assert execution_steps(3, 16) == 3
+    assert execution_steps(17, 16) == 1  # a prime step count: one step per call
+    assert execution_steps(169, 1) == 1
