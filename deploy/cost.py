@@ -27,28 +27,6 @@ def hours_allowed(price_per_hour: float, max_hours: float | None, budget_usd: fl
     return min(caps) if caps else None
 
 
-def spending(price_per_hour: float, hours_rented: float, max_hours: float | None,
-             budget_usd: float | None, expected_hours: float | None) -> dict:
-    """The `status` figures: spent so far and the projected total for this rental.
-
-    The projection assumes the instance keeps running until the expected run length or
-    the first guard that stops it, whichever comes first.
-    """
-    spent = price_per_hour * hours_rented
-    allowed = hours_allowed(price_per_hour, max_hours, budget_usd)
-    horizon = expected_hours or hours_rented
-    if allowed is not None:
-        horizon = min(horizon, allowed)
-    horizon = max(horizon, hours_rented)  # never project less than is already spent
-    return {
-        "price_per_hour": round(price_per_hour, 4),
-        "hours_rented": round(hours_rented, 3),
-        "spent_usd": round(spent, 2),
-        "projected_usd": round(price_per_hour * horizon, 2),
-        "hours_allowed": None if allowed is None else round(allowed, 2),
-    }
-
-
 def fmt_usd(x: float | None) -> str:
     return "-" if x is None else f"${x:,.2f}"
 

@@ -3,7 +3,7 @@
 Epoch and ETA (the trainer's own epoch line in train.log), the last metrics, the run's
 state and best val_accuracy (status.collect, the same figures as `status`), per-GPU
 use (gpu_stats: nvidia-smi on the host), disk free, and the money spent so far (the
-provider's describe(): Vast.ai's price and rental time through cost.spending; asked
+provider's describe(): what Vast.ai bills so far, through cost.billed; asked
 once a minute, not every refresh, because it is an API call).
 
 In a terminal the view is a rich Live table redrawn in place; when stdout is not a

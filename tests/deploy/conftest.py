@@ -134,13 +134,24 @@ exec "$REAL_PYTHON" "$@"
 """
 
 
-class FakeTrainer:
+class StandInPython:
+    """`<folder>/python`: a sh stand-in for the interpreter (SCRIPT), the real one for all else."""
+
+    SCRIPT = ""
+
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "python"
-        self.path.write_text(FAKE_PYTHON.replace('"$REAL_PYTHON"', shlex.quote(sys.executable)))
+        self.path.write_text(self.SCRIPT.replace('"$REAL_PYTHON"', shlex.quote(sys.executable)))
         self.path.chmod(0o755)
         self.behave()
+
+    def behave(self, *args) -> None:
+        raise NotImplementedError
+
+
+class FakeTrainer(StandInPython):
+    SCRIPT = FAKE_PYTHON
 
     def behave(self, lines: int = 3, delay: float = 0.0, code: int = 0, resume_code: int = 0) -> None:
         (self.path.parent / "behavior").write_text(f"{lines} {delay} {code} {resume_code}\n")

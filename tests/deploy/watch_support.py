@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.deploy.conftest import StandInPython
 from tests.deploy.sshd import SshServer, sshd_available
 
 
@@ -107,13 +107,8 @@ exec "$REAL_PYTHON" "$@"
 """
 
 
-class EpochTrainer:
-    def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / "python"
-        self.path.write_text(EPOCH_PYTHON.replace('"$REAL_PYTHON"', shlex.quote(sys.executable)))
-        self.path.chmod(0o755)
-        self.behave()
+class EpochTrainer(StandInPython):
+    SCRIPT = EPOCH_PYTHON
 
     def behave(self, epochs: int = 300, delay: float = 0.3) -> None:
         (self.path.parent / "behavior").write_text(f"{epochs} {delay}\n")
