@@ -10,6 +10,7 @@ the reader of a path sees either the previous complete file or the new complete 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -17,14 +18,17 @@ import keras
 TMP_PREFIX = ".tmp-"
 
 
-def atomic_save(model, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def _replacing(path: Path, kind: str = ""):
+    """A temporary name beside `path` for the caller to fill; on success it is fsync'd and
+    renamed over `path`, on any failure (a kill between the two is no failure: it leaves a
+    temporary that remove_stale_temporaries clears) it is removed and `path` is untouched."""
     # Keras insists on the .keras suffix, so the temporary name keeps it; the leading
     # dot and prefix keep it out of `checkpoint_epoch_*.keras` globs.
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{kind}{path.name}")
+    tmp.unlink(missing_ok=True)
     try:
-        model.save(tmp, overwrite=True)
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -32,6 +36,13 @@ def atomic_save(model, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def atomic_save(model, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(path) as tmp:
+        model.save(tmp, overwrite=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -77,20 +88,11 @@ def atomic_link(source: str | Path, path: str | Path) -> None:
     import shutil
 
     source, path = Path(source), Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-link-{path.name}")
-    tmp.unlink(missing_ok=True)
-    try:
+    with _replacing(path, "link-") as tmp:
         try:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class BestModelCheckpoint(AtomicModelCheckpoint):
