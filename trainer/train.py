@@ -56,6 +56,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     from trainer import callbacks as cb
     from trainer import data, runtime, schedule
     from trainer.model import build_model, cudnn_eligible, lstm_layers
+    from trainer.timeline import typical_clip
 
     tc, cc = cfg["train"], cfg["callbacks"]
     epochs, batch = tc["epochs"], tc["batch_size"]
@@ -141,6 +142,8 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
         atomic_write_json(out / INFO_FILE, {
             "cache_meta": meta, "cache_dir": str(Path(cache_dir).resolve()), "classes": list(CLASSES), "config": cfg,
             "parameters": int(model.count_params()), "steps_per_epoch": steps,
+            # the training clips' median length: predict --window's default window
+            **typical_clip(FeatureCache(cache_dir).ok_records("train")),
         })
 
     # ---- callbacks: Keras's own, plus the three it lacks (callbacks.py) --------------
