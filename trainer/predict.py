@@ -29,7 +29,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer.cache import CLASSES
 from trainer.errors import UsageError
 
 THRESHOLD = 0.5
@@ -113,15 +112,13 @@ def run(args) -> int:
 
         return predict_windows(args, model, backbone, settings, info, threshold)
 
-    failed = 0
-
     def emit(tag, prob):
         path, extra = tag
         if prob is None:  # an error marker
             print(json.dumps({"path": path, **extra}), flush=True)
             return
         line = {"path": path, "violent_probability": round(prob, 6),
-                "label": "violent" if prob >= threshold else CLASSES[1 - CLASSES.index("violent")], **extra}
+                "label": "violent" if prob >= threshold else "nonviolent", **extra}
         print(json.dumps(line), flush=True)
 
     clf = BatchedClassifier(backbone, model, emit, batch_frames=getattr(backbone, "batch_size", 64))

@@ -34,8 +34,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from trainer.frames import (VideoError, _open, _reached_end, _to_rgb, container_kind, cv2, sample_indices,
-                            truncation)
+from trainer.frames import VideoError, _open, _reached_end, _to_rgb, cv2, sample_indices, truncation
 
 FPS_PROBE_FRAMES = 16  # decoded timestamps looked at before the pass, to check the container's frame rate
 FPS_TOLERANCE = 0.05  # container and decoded frame rate further apart than this: trust the decoded one
@@ -224,8 +223,6 @@ class WindowSampler:
             raise VideoError(f"cannot read file: {exc.strerror}") from None
         if size == 0:
             raise VideoError("empty file (0 bytes)")
-        if container_kind(self.path) is None:
-            raise VideoError("not a video file (content is no known video container)")
         reason = truncation(self.path, size)
         if reason:  # a cut file: read what decodes, and say so
             self.timeline.notes.append(reason)
