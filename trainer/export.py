@@ -39,6 +39,7 @@ def export(model_path: Path, out: Path) -> Path:
     model = load_model(model_path)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
         model.export(str(tmp), format="tf_saved_model", verbose=False)
         shutil.copyfile(info_path, tmp / "model_info.json")
         _fsync_tree(tmp)
@@ -49,6 +50,12 @@ def export(model_path: Path, out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_tree(root: Path) -> None:

@@ -111,6 +111,7 @@ def timeline_png(out: Path, windows: list[tuple[float, float, float]], threshold
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=90)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plot is an ordinary file
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -118,3 +119,11 @@ def timeline_png(out: Path, windows: list[tuple[float, float, float]], threshold
     finally:
         plt.close(fig)
     return out
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

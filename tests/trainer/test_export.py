@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -37,6 +38,9 @@ def test_the_saved_model_gives_the_keras_probabilities(model_and_features, tmp_p
     assert str(out) in capsys.readouterr().out
     assert (out / "model_info.json").read_bytes() == (model_path.parent / "model_info.json").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask  # an ordinary folder, not mkdtemp's private one
 
     served = tf.saved_model.load(str(out))  # TensorFlow alone: no Keras, no custom layer needed
     got = served.serve(tf.constant(x)).numpy()

@@ -8,6 +8,7 @@ synthetic video with one violent section in the middle of calm footage.
 from __future__ import annotations
 
 import json
+import os
 import time
 import tracemalloc
 from pathlib import Path
@@ -133,6 +134,10 @@ def test_default_window_is_the_training_clips_length(tmp_path, capsys, indexed_a
     assert (summary["window_s"], summary["stride_s"], summary["windows"]) == (2.0, 1.0, 9)
     assert all(line["end_s"] - line["start_s"] == pytest.approx(2.0) for line in lines[:-1])
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and summary["plot"] == str(tmp_path / "t.png")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "t.png").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == ["t.png"]  # no temporary file left
     assert main(["predict", str(indexed_avi), "--model", str(model), "--window", "x.mp4"]) == 2
     assert "--window must be a positive number" in capsys.readouterr().err
 
