@@ -45,6 +45,7 @@ bench: setup
 	$(PY) bench/frame_sampling.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/deploy_sync.py
+	$(PY) bench/predict_batching.py
 
 ## deploy: a rented Vast.ai instance or your own SSH host (configs/deploy.yaml) --------
 deploy: setup        ## up + sync + start

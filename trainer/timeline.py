@@ -236,18 +236,24 @@ class WindowSampler:
                 stamps.append(cap.get(cv2.CAP_PROP_POS_MSEC))
         finally:
             cap.release()
-        steps = np.diff(stamps)
-        steps = steps[steps > 0]
-        decoded = 1000.0 / float(np.median(steps)) if len(steps) else 0.0
-        plausible = 0 < container_fps <= 1000
-        if plausible and (not decoded or abs(container_fps - decoded) <= FPS_TOLERANCE * decoded):
-            return float(container_fps)
-        if decoded:
-            self.timeline.fps_note = (f"the container says {container_fps:g} fps, the decoded timestamps "
-                                      f"{decoded:.3g} fps; using {decoded:.3g}")
-            return decoded
-        self.timeline.fps_note = f"no frame rate known; assuming {DEFAULT_FPS:g} fps"
-        return DEFAULT_FPS
+        fps, self.timeline.fps_note = choose_frame_rate(container_fps, stamps)
+        return fps
+
+
+def choose_frame_rate(container_fps: float, stamps_ms: list[float]) -> tuple[float, str | None]:
+    """(frame rate, note when it is not the container's) from the container's figure and the
+    decoded timestamps (ms) of the first frames: the median step between them wins when the
+    two disagree by more than FPS_TOLERANCE, or when the container gives no usable figure."""
+    steps = np.diff(stamps_ms)
+    steps = steps[steps > 0]
+    decoded = 1000.0 / float(np.median(steps)) if len(steps) else 0.0
+    plausible = 0 < container_fps <= 1000
+    if plausible and (not decoded or abs(container_fps - decoded) <= FPS_TOLERANCE * decoded):
+        return float(container_fps), None
+    if decoded:
+        return decoded, (f"the container says {container_fps:g} fps, the decoded timestamps "
+                         f"{decoded:.3g} fps; using {decoded:.3g}")
+    return DEFAULT_FPS, f"no frame rate known; assuming {DEFAULT_FPS:g} fps"
 
 
 def merge_segments(windows: list[tuple[float, float, float]], threshold: float) -> list[dict]:

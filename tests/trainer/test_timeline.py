@@ -25,7 +25,7 @@ from trainer.cli import main
 from trainer.frames import sample_indices
 from trainer.model import build_model
 from trainer.synth import long_video
-from trainer.timeline import WindowSampler, merge_segments
+from trainer.timeline import WindowSampler, choose_frame_rate, merge_segments
 
 TINY = {"lstm_units": 8, "lstm_layers": 1, "dropout": 0.1, "dense_units": [8, 8]}
 
@@ -79,6 +79,18 @@ def test_frame_count_and_duration_come_from_decoding_when_the_container_lies(tmp
     assert tl.frames_reported == 100 and tl.frames_decoded == 250
     assert tl.duration_s == pytest.approx(10.0) and tl.error is None
     assert got[-1][0].end_s == pytest.approx(10.0) and all(d == w.frame_indices for w, d in got)
+
+
+def test_the_frame_rate_comes_from_decoded_timestamps_when_the_container_disagrees():
+    at_25 = [40.0 * i for i in range(16)]
+    assert choose_frame_rate(25.0, at_25) == (25.0, None)
+    assert choose_frame_rate(25.4, at_25) == (25.4, None)  # within 5 %: the container's exact figure
+    fps, note = choose_frame_rate(50.0, at_25)  # a container that doubles the rate
+    assert fps == pytest.approx(25.0) and "container says 50" in note
+    assert choose_frame_rate(0.0, at_25)[0] == pytest.approx(25.0)  # none given
+    assert choose_frame_rate(90000.0, [0.0, 33.3667, 66.7334])[0] == pytest.approx(29.97, abs=0.01)  # a time base
+    assert choose_frame_rate(30.0, [0.0]) == (30.0, None)  # one frame: nothing to compare with
+    assert choose_frame_rate(0.0, [0.0])[0] == 25.0
 
 
 def test_merge_segments():
