@@ -25,7 +25,7 @@ from trainer.cli import main
 from trainer.frames import sample_indices
 from trainer.model import build_model
 from trainer.synth import long_video
-from trainer.timeline import WindowSampler, choose_frame_rate, merge_segments
+from trainer.timeline import WindowSampler, choose_frame_rate, merge_segments, typical_clip
 
 TINY = {"lstm_units": 8, "lstm_layers": 1, "dropout": 0.1, "dense_units": [8, 8]}
 
@@ -91,6 +91,13 @@ def test_the_frame_rate_comes_from_decoded_timestamps_when_the_container_disagre
     assert choose_frame_rate(90000.0, [0.0, 33.3667, 66.7334])[0] == pytest.approx(29.97, abs=0.01)  # a time base
     assert choose_frame_rate(30.0, [0.0]) == (30.0, None)  # one frame: nothing to compare with
     assert choose_frame_rate(0.0, [0.0])[0] == 25.0
+
+
+def test_typical_clip_is_the_median_training_clip():
+    records = [{"frames_decoded": n} for n in (48, 50, 150)]
+    assert typical_clip(records) == {"clip_frames": 50}  # frames only: the cache records no frame rate
+    assert typical_clip([{**r, "fps": 25.0} for r in records]) == {"clip_frames": 50, "clip_seconds": 2.0}
+    assert typical_clip([]) == {}
 
 
 def test_merge_segments():
