@@ -46,6 +46,7 @@ bench: setup
 	$(PY) bench/train_throughput.py
 	$(PY) bench/deploy_sync.py
 	$(PY) bench/plan_inputs.py
+	$(PY) bench/predict_batching.py
 
 ## deploy: a rented Vast.ai instance or your own SSH host (configs/deploy.yaml) --------
 check: setup         ## read-only preflight against the provider: rents nothing, costs nothing

@@ -25,11 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("synth", help="write a labelled set of synthetic motion videos")
-    s.add_argument("--out", required=True, help="dataset folder to create (class-folder layout)")
-    s.add_argument("--videos", type=int, required=True, help="number of videos, half per class")
+    s.add_argument("--out", required=True, help="dataset folder to create (class-folder layout); with --long, the .mp4")
+    s.add_argument("--videos", type=int, help="number of videos, half per class")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--frames", type=int, default=48, help="frames per video")
     s.add_argument("--size", type=int, default=96, help="frame side in pixels")
+    s.add_argument("--long", type=float, metavar="SECONDS", help="instead: ONE calm video this long with violent sections")
+    s.add_argument("--violent", action="append", metavar="START:END", help="with --long: a violent span in seconds "
+                   "(repeatable; default the middle fifth)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(module="trainer.synth")
 
@@ -74,7 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+")
     s.add_argument("--model", required=True)
     s.add_argument("--weights", help="backbone weights (default: as recorded with the model)")
+    s.add_argument("--window", nargs="?", const="auto", metavar="SECONDS",
+                   help="long videos: one prediction per window of SECONDS (alone: the training clips' length)")
+    s.add_argument("--stride", metavar="SECONDS", help="seconds between window starts (default: half the window)")
+    s.add_argument("--threshold", type=float, default=0.5, help="violent at or above this probability")
+    s.add_argument("--plot", metavar="PNG", help="long videos: probability over time with the segments shaded")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(module="trainer.predict")
+
+    s = sub.add_parser("export", help="write the model as a TensorFlow SavedModel (features in, probabilities out)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
+    s.set_defaults(module="trainer.export")
     return p
 
 

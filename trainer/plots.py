@@ -77,3 +77,53 @@ def write_all(out_dir: Path, metrics: dict, history: Path) -> list[Path]:
         confusion_matrix_png(plots / "confusion_matrix.png", metrics),
     ]
     return [p for p in written if p is not None]
+
+
+def timeline_png(out: Path, windows: list[tuple[float, float, float]], threshold: float, segments: list[dict],
+                 title: str = "", duration_s: float | None = None, stopped: str | None = None) -> Path:
+    """Violent probability over a long video: one point per window (at its centre), the
+    threshold, and the merged segments shaded. Written to a temporary file, then renamed."""
+    import os
+    import tempfile
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 3))
+    for seg in segments:
+        ax.axvspan(seg["start_s"], seg["end_s"], color="tab:red", alpha=0.18, lw=0)
+    centres = [(s + e) / 2 for s, e, _ in windows]
+    ax.plot(centres, [p for _, _, p in windows], color="tab:red", lw=1.5,
+            marker="." if len(windows) < 200 else None, label="violent probability (window centre)")
+    ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")
+    end = duration_s or (max(e for _, e, _ in windows) if windows else 1.0)
+    ax.set_xlim(0, end)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("time in the video (s)")
+    ax.set_ylabel("P(violent)")
+    label = f"{title}: {len(segments)} violent segment(s)" if title else f"{len(segments)} violent segment(s)"
+    if stopped:
+        label += " (decoding stopped early)"
+    ax.set_title(label)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=90)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a plot is an ordinary file
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -17,8 +17,10 @@ yields the same videos.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -44,6 +46,13 @@ def _trajectory(rng: np.random.Generator, violent: bool, n_frames: int, size: in
     lo, hi = radius, size - radius
     pos = rng.uniform(lo, hi, size=2)
     heading = rng.uniform(0, 2 * math.pi)
+    return _walk(rng, violent, n_frames, size, radius, pos, heading)[0]
+
+
+def _walk(rng: np.random.Generator, violent: bool, n_frames: int, size: int, radius: int,
+          pos: np.ndarray, heading: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """n_frames of one class's motion from (pos, heading); returns (positions, next pos, next heading)."""
+    lo, hi = radius, size - radius
     scale = size / 96.0  # speeds are specified for a 96-px frame
     if violent:
         speed = rng.uniform(*VIOLENT_SPEED) * scale
@@ -67,7 +76,7 @@ def _trajectory(rng: np.random.Generator, violent: bool, n_frames: int, size: in
             if pos[axis] < lo or pos[axis] > hi:
                 pos[axis] = np.clip(2 * (lo if pos[axis] < lo else hi) - pos[axis], lo, hi)
                 heading = math.pi - heading if axis == 0 else -heading
-    return out
+    return out, pos, heading
 
 
 def render_video(rng: np.random.Generator, violent: bool, n_frames: int, size: int) -> list[np.ndarray]:
@@ -95,18 +104,81 @@ def render_video(rng: np.random.Generator, violent: bool, n_frames: int, size: i
     return frames
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, fourcc: str = FOURCC) -> None:
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = FPS, fourcc: str = FOURCC) -> int:
+    """Encode frames (a list or any iterable, consumed one at a time); returns how many were written."""
     import cv2
 
-    h, w = frames[0].shape[:2]
+    frames = iter(frames)
+    first = next(frames)
+    h, w = first.shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
     if not writer.isOpened():
         raise UsageError(f"OpenCV cannot write {fourcc} video to {path}")
+    n = 0
     try:
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
             writer.write(frame)
+            n += 1
     finally:
         writer.release()
+    return n
+
+
+# --- one long video: calm footage with violent sections (predict --window's test material) ---
+
+def long_video_frames(rng: np.random.Generator, sections: list[tuple[bool, int]], size: int) -> Iterator[np.ndarray]:
+    """BGR frames of ONE continuous scene: the same shape and colours throughout, its motion
+    switching class at each section [(violent, n_frames), ...]. Generated lazily, so a
+    ten-minute video never sits in memory."""
+    import cv2
+
+    background = rng.integers(*BACKGROUND, size=3)
+    radius = int(rng.integers(int(size * RADIUS[0]), int(size * RADIUS[1]) + 1))
+    colour = tuple(int(c) for c in rng.integers(*FOREGROUND, size=3))
+    square = bool(rng.integers(0, 2))
+    pos = rng.uniform(radius, size - radius, size=2)
+    heading = rng.uniform(0, 2 * math.pi)
+    for violent, n_frames in sections:
+        done = 0
+        while done < n_frames:  # in chunks: the trajectory of a long calm section is not held either
+            chunk = min(n_frames - done, 1000)
+            path, pos, heading = _walk(rng, violent, chunk, size, radius, pos, heading)
+            for cx, cy in np.rint(path).astype(int):
+                frame = np.empty((size, size, 3), np.uint8)
+                frame[:] = background
+                if square:
+                    cv2.rectangle(frame, (cx - radius, cy - radius), (cx + radius, cy + radius), colour, thickness=-1)
+                else:
+                    cv2.circle(frame, (int(cx), int(cy)), radius, colour, thickness=-1, lineType=cv2.LINE_AA)
+                yield frame
+            done += chunk
+
+
+def long_video(path: Path, seconds: float, violent: list[tuple[float, float]], seed: int = 0,
+               size: int = 96) -> list[tuple[bool, float, float]]:
+    """Write a `seconds`-long video, violent motion in the given (start_s, end_s) spans, calm elsewhere.
+
+    Returns the sections as written: [(violent, start_s, end_s), ...].
+    """
+    total = int(round(seconds * FPS))
+    cuts = sorted((max(0, int(round(a * FPS))), min(total, int(round(b * FPS)))) for a, b in violent)
+    sections, at = [], 0
+    for a, b in cuts:
+        if a < at or b <= a:
+            raise UsageError(f"--violent spans must be increasing, non-overlapping and inside the video: {violent}")
+        if a > at:
+            sections.append((False, a - at))
+        sections.append((True, b - a))
+        at = b
+    if total > at:
+        sections.append((False, total - at))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, long_video_frames(np.random.default_rng([seed, 1_000_003]), sections, size))
+    out, at = [], 0
+    for v, n in sections:
+        out.append((v, at / FPS, (at + n) / FPS))
+        at += n
+    return out
 
 
 def synthesize(out: Path, n_videos: int, seed: int = 0, n_frames: int = 48, size: int = 96,
@@ -128,7 +200,19 @@ def synthesize(out: Path, n_videos: int, seed: int = 0, n_frames: int = 48, size
     return paths
 
 
+def _spans(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.replace("-", ":").split(":"))
+    except ValueError:
+        raise UsageError(f"--violent expects START:END in seconds, got {text!r}") from None
+    return a, b
+
+
 def run(args) -> int:
+    if getattr(args, "long", None) is not None:
+        return _run_long(args)
+    if args.videos is None:
+        raise UsageError("--videos N is required (or --long SECONDS for one long video)")
     if args.videos < 2:
         raise UsageError("--videos must be at least 2 (one per class)")
     if args.frames < 2:
@@ -143,4 +227,19 @@ def run(args) -> int:
     n_violent = sum(1 for p in paths if p.parent.name == "violent")
     print(f"wrote {len(paths)} videos to {out} ({n_violent} violent, {len(paths) - n_violent} nonviolent, "
           f"{args.frames} frames of {args.size}x{args.size} at {FPS} fps, {FOURCC})")
+    return 0
+
+
+def _run_long(args) -> int:
+    if args.long <= 0:
+        raise UsageError("--long must be a positive number of seconds")
+    if args.size < 16:
+        raise UsageError("--size must be at least 16 pixels")
+    out = Path(args.out)
+    if out.is_dir() or out.suffix.lower() != ".mp4":
+        raise UsageError(f"--out {out}: with --long, --out is the .mp4 file to write")
+    spans = [_spans(t) for t in (args.violent or [])] or [(args.long * 0.4, args.long * 0.6)]
+    sections = long_video(out, args.long, spans, args.seed, args.size)
+    violent = ", ".join(f"{a:g}-{b:g} s" for v, a, b in sections if v) or "none"
+    print(f"wrote {out}: {args.long:g} s at {FPS} fps, {args.size}x{args.size}, violent motion at {violent}, calm elsewhere")
     return 0

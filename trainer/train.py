@@ -63,6 +63,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     from trainer import checkpoints, data, losses, runtime, schedule
     from trainer.model import build_model, cudnn_eligible, lstm_layers
     from trainer.optimizer import ClippedAdam
+    from trainer.timeline import typical_clip
 
     tc, cc = cfg["train"], cfg["callbacks"]
     epochs, batch = tc["epochs"], tc["batch_size"]
@@ -162,6 +163,8 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             "cache_meta": meta, "cache_dir": str(Path(cache_dir).resolve()), "classes": list(CLASSES), "config": cfg,
             "backbone": model_info_entry(meta),  # what predict builds (trainer.backbone.from_model_info)
             "parameters": int(model.count_params()), "steps_per_epoch": steps, "run": settings,
+            # the training clips' median length: predict --window's default window
+            **typical_clip(FeatureCache(cache_dir).ok_records("train")),
         })
 
     # ---- callbacks: Keras's own, plus the three it lacks (callbacks.py) --------------

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from tests.trainer.tiny_cache import make_cache
+from trainer import predict
+from trainer.backbone import ThumbnailBackbone
+from trainer.batching import BatchedClassifier
 from trainer.cache import CLASSES, FeatureCache, atomic_write_json
 from trainer.cli import main
 from trainer.evaluate import compute_metrics
@@ -103,3 +106,49 @@ def test_predict_needs_the_model_info(tmp_path, capsys):
     model.save(tmp_path / "m.keras")
     assert main(["predict", "x.mp4", "--model", str(tmp_path / "m.keras")]) == 2
     assert "model_info.json is missing" in capsys.readouterr().err
+
+
+class CountingBackbone:
+    """The real thumbnail backbone, recording how many frames each pass gets."""
+
+    def __init__(self, size: int, batch_size: int):
+        self.inner, self.batch_size, self.passes = ThumbnailBackbone(size), batch_size, []
+
+    def features(self, frames):
+        self.passes.append(len(frames))
+        return self.inner.features(frames)
+
+
+def test_predict_fills_backbone_batches_with_the_frames_of_several_files(trained, capsys, monkeypatch):
+    model_path, model, features, root = trained
+    videos = sorted(features)
+    spy = CountingBackbone(8, batch_size=8)
+    monkeypatch.setattr(predict, "build_backbone", lambda info, settings: spy)
+    files = [*videos, str(root / "missing.mp4"), videos[0]]  # 5 readable files of 6 frames = 30 frames
+    assert main(["predict", *files, "--model", str(model_path)]) == 2
+    assert spy.passes == [8, 8, 8, 6]  # frames carried across files: only the last pass is partial
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["path"] for line in lines] == files  # in the order given, the bad file in its place
+    assert lines[4] == {"path": files[4], "error": "file not found"}
+    for line in lines[:4] + lines[5:]:
+        expected = float(np.asarray(model(features[line["path"]][None], training=False))[0, 1])
+        assert line["violent_probability"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_frames_shared_by_overlapping_windows_go_through_the_backbone_once():
+    spy = CountingBackbone(4, batch_size=4)
+    model = build_model(3, 16, TINY)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (10, 4, 4, 3), dtype=np.uint8)
+    got = []
+    clf = BatchedClassifier(spy, model, lambda tag, p: got.append((tag, p)), batch_frames=4, model_batch=2)
+    clf.add("w0", [0, 2, 4], frames[[0, 2, 4]])
+    clf.add("w1", [2, 4, 6], frames[[2, 4, 6]])  # shares frames 2 and 4 with w0
+    clf.add_marker("end")
+    clf.add("w2", [6, 8, 9], frames[[6, 8, 9]])
+    clf.flush()
+    assert sum(spy.passes) == 6 and spy.passes == [4, 2]  # frames 0 2 4 6 8 9, each once
+    assert [tag for tag, _ in got] == ["w0", "w1", "end", "w2"] and got[2][1] is None
+    feats = ThumbnailBackbone(4).features(frames).astype(np.float16)
+    for (tag, p), idx in zip([got[0], got[1], got[3]], ([0, 2, 4], [2, 4, 6], [6, 8, 9])):
+        assert p == pytest.approx(float(np.asarray(model(feats[idx][None], training=False))[0, 1]), abs=1e-6)
