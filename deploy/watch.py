@@ -82,8 +82,8 @@ def snapshot(remote, layout, state, run: str | None) -> dict:
 def money(facts: dict) -> str:
     if "spent" in facts:
         line = f"{facts['spent']} so far"
-        if facts.get("price_per_hour"):
-            line += f" at {facts['price_per_hour']}/h"
+        if facts.get("price_per_hour"):  # the provider's own words, "/h" included
+            line += f" at {facts['price_per_hour']}"
         if facts.get("projected_total"):
             line += f", {facts['projected_total']} projected"
         return line

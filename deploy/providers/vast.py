@@ -462,8 +462,8 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             "status": status,
             "status_msg": (row.get("status_msg") or "").strip(),
             "gpus": f"{row.get('num_gpus')}x {row.get('gpu_name')}",
-            "price_per_hour": (f"{cost.fmt_usd(gpu_rate + disk_rate)} while running "
-                               f"({cost.fmt_usd(disk_rate)} disk only while stopped)"),
+            "price_per_hour": (f"{cost.fmt_usd(gpu_rate + disk_rate)}/h while running "
+                               f"({cost.fmt_usd(disk_rate)}/h disk only while stopped)"),
             "time_rented": _fmt_hours(exists_h),
             "time_running": _fmt_hours(money["running_hours"]),
             "spent": (f"{cost.fmt_usd(money['spent_usd'])} (GPU {cost.fmt_usd(money['gpu_usd'])} while running, "

@@ -179,7 +179,10 @@ def test_watch_and_tensorboard_on_vast_money_spent_ctrl_c_and_a_stopped_instance
     assert code == 0
     assert block["host"][0].endswith("provider vast")
     (spent,) = block["spent"]
-    assert re.fullmatch(r"\$\d+\.\d\d so far at \$0\.9\d*/h, \$\d+\.\d\d projected", spent), spent
+    # what Vast bills (issue 9): GPU while running, disk since created; the price with its disk part
+    assert re.fullmatch(r"\$\d+\.\d\d \(GPU \$\d+\.\d\d while running, disk \$\d+\.\d\d since created\) "
+                        r"so far at \$0\.9\d*/h while running \(\$0\.\d\d/h disk only while stopped\), "
+                        r"\$\d+\.\d\d projected", spent), spent
     assert run_alive(vast.project, run)
 
     # tensorboard through the same provider, ended with Ctrl-C (SIGINT)
