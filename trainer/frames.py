@@ -156,7 +156,8 @@ def _open(path: Path, threads: int | None) -> "cv2.VideoCapture":
     return cap
 
 
-def _check_file(path: Path) -> None:
+def _readable_size(path: Path) -> int:
+    """The file's size; VideoError when it is missing, unreadable or empty."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -165,7 +166,11 @@ def _check_file(path: Path) -> None:
         raise VideoError(f"cannot read file: {exc.strerror}") from None
     if size == 0:
         raise VideoError("empty file (0 bytes)")
-    reason = truncation(path, size)
+    return size
+
+
+def _check_file(path: Path) -> None:
+    reason = truncation(path, _readable_size(path))
     if reason:
         raise VideoError(reason)
 

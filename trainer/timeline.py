@@ -34,7 +34,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from trainer.frames import VideoError, _open, _reached_end, _to_rgb, cv2, sample_indices, truncation
+from trainer.frames import (VideoError, _open, _reached_end, _readable_size, _to_rgb, cv2, sample_indices,
+                            truncation)
 
 FPS_PROBE_FRAMES = 16  # decoded timestamps looked at before the pass, to check the container's frame rate
 FPS_TOLERANCE = 0.05  # container and decoded frame rate further apart than this: trust the decoded one
@@ -215,15 +216,7 @@ class WindowSampler:
         return got
 
     def _check_file(self) -> None:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            raise VideoError("file not found") from None
-        except OSError as exc:
-            raise VideoError(f"cannot read file: {exc.strerror}") from None
-        if size == 0:
-            raise VideoError("empty file (0 bytes)")
-        reason = truncation(self.path, size)
+        reason = truncation(self.path, _readable_size(self.path))
         if reason:  # a cut file: read what decodes, and say so
             self.timeline.notes.append(reason)
 
