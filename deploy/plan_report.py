@@ -109,10 +109,19 @@ def probe_uplink(remote, root=".deploy") -> float | None:
 
 # -- the run's own timestamps ---------------------------------------------------------
 def _ts(s: str) -> float | None:
+    """'2026-12-01T10:00:00.123456789Z' (or without the fraction) as a UNIX time.
+
+    The run script stamps nanoseconds because a short phase must not round to zero; a `date`
+    without %N leaves the fraction unexpanded ('.%N', '.N'), which counts as whole seconds.
+    """
+    if not s.endswith("Z"):
+        return None
+    whole, _, frac = s[:-1].partition(".")
     try:
-        return float(timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")))
+        t = float(timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")))
     except ValueError:
         return None
+    return t + float("0." + frac) if frac.isdigit() else t
 
 
 def run_times(train_log: str, history_csv: str = "") -> dict:

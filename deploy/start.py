@@ -62,7 +62,7 @@ def run_script(layout: Layout, config: dict, run: str, resume: bool, skip_extrac
   if [ "$(cat ../cache/.deploy-extracted 2>/dev/null)" = "$fp" ]; then
     echo "[deploy] the feature cache is complete for this dataset and config: extract skipped"
   else
-    echo "[deploy] $(date -u +%FT%TZ) extract"
+    echo "[deploy] $(date -u +%FT%T.%NZ) extract"
     {py} -m trainer extract --dataset-path ../dataset --cache-dir ../cache --config {cfg} || finish $?
     mkdir -p ../cache && printf '%s\\n' "$fp" > ../cache/.deploy-extracted
   fi
@@ -86,7 +86,7 @@ finish() {{
     echo "[deploy] last lines of console.log (the failed command's stderr):"
     tail -n 20 "$run_dir/console.log"
   fi
-  echo "[deploy] $(date -u +%FT%TZ) run ended with exit code $code"
+  echo "[deploy] $(date -u +%FT%T.%NZ) run ended with exit code $code"
   printf '%s\\n' "$code" > "$run_dir/exit_status.tmp" && mv "$run_dir/exit_status.tmp" "$run_dir/exit_status"
   exit "$code"
 }}
@@ -97,9 +97,9 @@ unset CONTAINER_API_KEY VAST_API_KEY
 {exports}export PYTHONPATH={rpath(layout.app)}
 export PYTHONUNBUFFERED=1
 cd {rpath(layout.app)} || finish 1
-echo "[deploy] $(date -u +%FT%TZ) run {shlex.quote(run)} on $(uname -n)"
+echo "[deploy] $(date -u +%FT%T.%NZ) run {shlex.quote(run)} on $(uname -n)"
 {extract}
-echo "[deploy] $(date -u +%FT%TZ) train"
+echo "[deploy] $(date -u +%FT%T.%NZ) train"
 # the trainer tees its own output into train.log; its raw streams go to console.log
 {py} -m trainer train --cache-dir ../cache --output-dir "$run_dir" --config {cfg} {train_args}{resume_flag} \\
   >> "$run_dir/console.log" 2>&1

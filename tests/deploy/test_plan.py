@@ -217,6 +217,18 @@ def test_run_times_from_the_run_scripts_own_lines():
     assert t["epochs"] == 3 and t["exit_code"] == "0" and t["videos"] == 10
 
 
+def test_a_run_shorter_than_a_second_is_still_timed():
+    # the run script stamps nanoseconds (GNU date %N); a shell whose date lacks %N leaves it unexpanded
+    log = "\n".join([
+        "[deploy] 2026-12-01T10:00:00.100000000Z train",
+        "[deploy] 2026-12-01T10:00:00.850000000Z run ended with exit code 0",
+    ])
+    t = plan_report.run_times(log)
+    assert t["ended"] - t["train_start"] == pytest.approx(0.75, abs=1e-6)
+    t = plan_report.run_times("[deploy] 2026-12-01T10:00:00.%NZ train\n[deploy] 2026-12-01T10:00:02.NZ run ended with exit code 0")
+    assert t["ended"] - t["train_start"] == 2
+
+
 def test_a_finished_run_corrects_the_next_estimate(tmp_path):
     root = tmp_path / ".deploy"
     job = seedlike_job(upload_gb=1)
