@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="run name (default: the UTC time)")
     s = sub.add_parser("stop", help="stop the run on the host (SIGTERM: it checkpoints, exits 143); destroys nothing")
     s.add_argument("--run", help="another run than the current one")
-    s = sub.add_parser("status", help="run state, last epoch, best val_accuracy, GPUs, disk")
+    s = sub.add_parser("status", help="run state, last epoch, the best model's epoch, GPUs, disk")
     s.add_argument("--json", action="store_true", help="one JSON object")
     s = sub.add_parser("logs", help="the run's train.log")
     s.add_argument("-f", "--follow", action="store_true", help="stream until the run ends (Ctrl-C only stops viewing)")

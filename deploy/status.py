@@ -1,4 +1,4 @@
-"""`status`: one look at the host and the run — state, last epoch, best val_accuracy, GPUs, disk.
+"""`status`: one look at the host and the run — state, last epoch, the best model's epoch, GPUs, disk.
 
 Everything comes from one remote command (sections separated by marker lines) so a
 status costs one round trip; the table is drawn with rich.
@@ -53,10 +53,10 @@ echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null
         history = list(csv.DictReader(io.StringIO("\n".join(sections.get("history", [])))))
         if history:
             info["last_epoch"] = history[-1]
-            vals = [float(r["val_accuracy"]) for r in history if _is_float(r.get("val_accuracy"))]
-            if vals:
-                info["best_val_accuracy"] = max(vals)
-                info["epochs_done"] = len(history)
+            info["epochs_done"] = len(history)
+            best = best_model_epoch(history)
+            if best:
+                info["best_model"] = best
         info["log_tail"] = sections.get("log", [])
         fetched = state.runs.get(run, {})
         info["last_fetch_at"] = fetched.get("last_fetch_at")
@@ -65,6 +65,25 @@ echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null
     if "watchdog" in sections:
         info["watchdog"] = watchdog_info(sections)
     return info
+
+
+def best_model_epoch(history: list[dict]) -> dict | None:
+    """The epoch best_model.keras holds: the first lowest val_loss, as the trainer's Keras
+    checkpoint (mode min, strict improvement) picks it. Epochs count from 1 like checkpoint files."""
+    rows = [(float(r["val_loss"]), n, r) for n, r in enumerate(history, 1) if _is_float(r.get("val_loss"))]
+    if not rows:
+        return None
+    loss, n, row = min(rows, key=lambda t: (t[0], t[1]))
+    best = {"epoch": n, "val_loss": loss}
+    if _is_float(row.get("val_accuracy")):
+        best["val_accuracy"] = float(row["val_accuracy"])
+    return best
+
+
+def describe_best(info: dict) -> str:
+    b = info["best_model"]
+    text = f"epoch {b['epoch']} of {info['epochs_done']}  val_loss={b['val_loss']:.4f}"
+    return text + (f"  val_accuracy={b['val_accuracy']:.4f}" if "val_accuracy" in b else "")
 
 
 # -- the on-instance watchdog (provider vast): is it alive, and what will it do? -----------------
@@ -157,8 +176,8 @@ def render(info: dict, as_json: bool = False) -> None:
     if last:
         keys = [k for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate") if k in last]
         t.add_row("last epoch", "  ".join(f"{k}={_fmt(last[k])}" for k in keys))
-    if "best_val_accuracy" in info:
-        t.add_row("best val_accuracy", f"{info['best_val_accuracy']:.4f} after {info['epochs_done']} epoch(s)")
+    if "best_model" in info:
+        t.add_row("best model", describe_best(info))
     for g in info.get("gpus", []):
         t.add_row(f"gpu {g['index']}", f"{g['name']}  {g['utilization_pct']}% busy  "
                                      f"{g['memory_used_mib']}/{g['memory_total_mib']} MiB")

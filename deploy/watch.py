@@ -1,7 +1,7 @@
 """`watch`: a live view of the run, refreshed every few seconds, until Ctrl-C.
 
 Epoch and ETA (the trainer's own epoch line in train.log), the last metrics, the run's
-state and best val_accuracy (status.collect, the same figures as `status`), per-GPU
+state and the best model's epoch (status.collect, the same figures as `status`), per-GPU
 use (gpu_stats: nvidia-smi on the host), disk free, and the money spent so far (the
 provider's describe(): what Vast.ai bills so far, through cost.billed; asked
 once a minute, not every refresh, because it is an API call).
@@ -108,8 +108,8 @@ def rows(info: dict, facts: dict) -> list[tuple[str, str]]:
             out.append(("metrics", "  ".join(f"{k} {v}" for k, v in ep["metrics"].items())))
     elif info.get("run"):
         out.append(("epoch", "none finished yet"))
-    if "best_val_accuracy" in info:
-        out.append(("best val_accuracy", f"{info['best_val_accuracy']:.4f} after {info['epochs_done']} epoch(s)"))
+    if "best_model" in info:
+        out.append(("best model", status.describe_best(info)))
     for g in info.get("gpu_stats", []):
         out.append((f"gpu {g['index']}", f"{g['name']}  {gpu_stats.describe(g)}"))
     if info.get("no_gpu"):

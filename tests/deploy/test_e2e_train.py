@@ -58,6 +58,9 @@ def test_deploy_logs_fetch_trains_for_real_and_results_are_verified(project):
     status = json.loads(project.run("status", "--json").stdout)
     assert status["state"] == "finished" and status["exit_code"] == 0
     assert status["epochs_done"] == 2
-    assert status["best_val_accuracy"] == max(float(r["val_accuracy"]) for r in history)
+    losses = [float(r["val_loss"]) for r in history]
+    best = losses.index(min(losses))  # the first lowest val_loss: the epoch best_model.keras holds
+    assert status["best_model"] == {"epoch": best + 1, "val_loss": losses[best],
+                                    "val_accuracy": float(history[best]["val_accuracy"])}
     assert status["last_fetch_at"]
     assert project.run("down").returncode == 0

@@ -47,11 +47,13 @@ def test_failed_run_is_reported_with_last_lines_and_exit_code(project, fake_trai
     assert "failed with exit code 3" in r.stderr.strip().splitlines()[-1]
     status = json.loads(project.run("status", "--json").stdout)
     assert status["run"] == run and status["state"] == "failed" and status["exit_code"] == 3
-    assert status["epochs_done"] == 4 and status["best_val_accuracy"] == 0.4
+    assert status["epochs_done"] == 4
+    # best_model.keras is the lowest val_loss (epoch 2 here), not the highest val_accuracy (epoch 4)
+    assert status["best_model"] == {"epoch": 2, "val_loss": 1.5, "val_accuracy": 0.2}
     assert "[deploy]" in status["log_tail"][-1] and "exit code 3" in status["log_tail"][-1]
     table = project.run("status")
     assert table.returncode == 0 and "failed (exit code 3)" in table.stdout
-    assert "best val_accuracy" in table.stdout and "0.4000 after 4 epoch(s)" in table.stdout
+    assert "best model" in table.stdout and "epoch 2 of 4  val_loss=1.5000  val_accuracy=0.2000" in table.stdout
 
 
 def test_killed_run_is_reported_as_stopped_and_can_be_resumed(project, fake_trainer):

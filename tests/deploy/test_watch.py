@@ -110,6 +110,9 @@ def test_watch_through_a_pipe_shows_epoch_gpus_disk_reconnects_and_ctrl_c_leaves
     assert first["gpu 0"] == ["NVIDIA RTX 5000 Ada Generation  97% busy  30012/32760 MiB  246/250 W  71 C"]
     assert first["gpu 1"] == ["NVIDIA RTX 5000 Ada Generation  0% busy  4/32760 MiB  -/250 W  38 C"]
     assert first["disk free"][0].endswith(" GB")
+    # the stand-in's val_loss never improves after epoch 1 while val_accuracy rises: the best model is epoch 1
+    assert first["best model"][0].startswith("epoch 1 of ") and first["best model"][0].endswith(
+        "val_loss=0.6900  val_accuracy=0.5001")
     assert first["spent"] == ["nothing billed (not a rented instance)"]
     assert first["host"][0].endswith("provider ssh (your own host)")
     seen = _epoch_of(first)
