@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
+from fabric.runners import Remote as FabricRunner
 
 from deploy.errors import UsageError
 from deploy.providers.base import Host
@@ -43,6 +44,21 @@ DISK_FULL = "No space left on device"
 # answers, even if only to refuse it); none within PROBE_TIMEOUT_S means the link is dead.
 IDLE_PROBE_S = 10.0
 PROBE_TIMEOUT_S = 5.0
+
+
+class _InterruptibleRunner(FabricRunner):
+    """fabric's runner, except that Ctrl-C reaches us. invoke answers a KeyboardInterrupt by
+    typing ^C into the command's stdin and waiting for the command to end; ours run without a
+    pty and never read stdin, so that wait swallowed the user's Ctrl-C (`watch` and `logs -f`
+    kept going). Closing the channel ends the threads that read its output (invoke joins
+    them before the exception leaves); the command on the host gets a hang-up, as with ssh."""
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        self.channel.close()
+        raise interrupt
+
+
+_CONFIG = Config(overrides={"runners": {"remote": _InterruptibleRunner}})
 
 
 def rpath(path: str) -> str:
@@ -110,7 +126,7 @@ class Remote:
             kwargs.update(key_filename=str(Path(host.identity_file).expanduser()), look_for_keys=False,
                           allow_agent=True)
         conn = Connection(host.host, user=host.user, port=host.port, connect_timeout=self.connect_timeout,
-                          connect_kwargs=kwargs)
+                          connect_kwargs=kwargs, config=_CONFIG)
         conn.client.load_host_keys(str(self.known_hosts))
         conn.client.set_missing_host_key_policy(_PinOnFirstContact())
         conn.open()

@@ -98,6 +98,46 @@ def test_large_stdin_with_chatty_output_does_not_deadlock(project):
         remote.close()
 
 
+CTRL_C_SCRIPT = """
+import json, sys
+from deploy.providers.base import Host
+from deploy.remote import Remote
+host, known, marker, stdin = json.loads(sys.argv[1])
+remote = Remote(Host(**host), known).connect()
+try:
+    remote.run(f"touch {marker}; sleep 30", stdin="x" if stdin else None)
+except KeyboardInterrupt:
+    print("interrupted")
+    sys.exit(130)
+print("the command ran to its end")
+"""
+
+
+@pytest.mark.parametrize("with_stdin", [False, True], ids=["fabric-run", "raw-channel"])
+def test_ctrl_c_during_a_remote_command_reaches_us_at_once(project, tmp_path, with_stdin):
+    """invoke's runner answers a KeyboardInterrupt by writing ^C to the command's stdin and waiting
+    for it to end: a Ctrl-C during any remote command was swallowed (watch never stopped)."""
+    import json
+    import signal
+    import sys
+
+    assert project.run("up").returncode == 0
+    marker = tmp_path / "started"
+    args = json.dumps([project.state()["host"], str(project.cwd / ".deploy" / "known_hosts"), str(marker),
+                       with_stdin])
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, args], stdout=subprocess.PIPE, text=True,
+                            env=project.env(), cwd=project.cwd)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the remote command never started"
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=25)
+    assert (proc.returncode, out.strip()) == (130, "interrupted")
+    assert time.monotonic() - t0 < 5
+
+
 # -- mistakes fail at once, as one line; odd local paths work ------------------------------
 def test_a_host_name_that_does_not_resolve_fails_at_once(project):
     project.write_config(ssh={"host": "no-such-host.invalid", "retry_for": 120})
