@@ -9,6 +9,10 @@ validation data, no callbacks). Each runs 4 epochs; an epoch is timed from one e
 one's, so everything the trainer does at an epoch's end (saving, fsync) is inside it;
 the first epoch (tracing) is left out.
 
+(gpus) `--mode gpus`: the real training path on one device against all visible GPUs
+(train.gpus 1 against 0), or, without GPUs, against 2 logical CPU devices; it prints the
+ratio and, on a multi-GPU machine, the train.gpus setting the measurement supports.
+
 (pipeline) `--mode pipeline`: only the input pipelines, as before:
 
 Both train the same model (the seed's architecture, built by trainer.model) with the
@@ -104,18 +108,10 @@ class EpochStarts:
         return [b - a for a, b in zip(self.starts, self.starts[1:])]
 
 
-def real_path(args, x, y) -> tuple[float, float]:
-    """(reference s/epoch, trainer s/epoch), median of the epochs after the first."""
-    import tempfile
-
-    import keras
-    import tensorflow as tf
-
-    from trainer import config, data
+def write_cache(work: Path, x, y):
+    """A feature cache of x (train) and its first n_val samples (val), as extract writes it."""
     from trainer.cache import CLASSES, FeatureCache, settings_fingerprint
-    from trainer.train import train
 
-    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     cache = FeatureCache(work / "cache")
     settings = {"backbone": "vgg19", "weights": "none", "image_size": 224, "frames": 20}
     fp = settings_fingerprint(settings)
@@ -130,6 +126,42 @@ def real_path(args, x, y) -> tuple[float, float]:
             records.append({"path": f"{CLASSES[y[i]]}/{split}{i}.mp4", "label": CLASSES[y[i]], "split": split,
                             "status": "ok", "fingerprint": fp, "key": key})
     cache.append(records)
+    return cache, n_val
+
+
+def time_train(cfg: dict, cache_root: Path, out: Path, strategy=None) -> list[float]:
+    """Seconds per epoch (start to start, the first left out) of the REAL trainer.train.train."""
+    import keras
+
+    from trainer.train import train
+
+    timer = EpochStarts()
+    original = keras.Model.fit
+
+    def timed_fit(self, *a, **kw):  # a timer slipped in front of the trainer's own callbacks
+        kw["callbacks"] = [timer.callback, *kw.get("callbacks", [])]
+        return original(self, *a, **kw)
+
+    keras.Model.fit = timed_fit
+    try:
+        assert train(cfg, cache_root, out, evaluate=False, strategy=strategy) == 0
+    finally:
+        keras.Model.fit = original
+    return timer.epochs()[1:]
+
+
+def real_path(args, x, y) -> tuple[float, float]:
+    """(reference s/epoch, trainer s/epoch), median of the epochs after the first."""
+    import shutil
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from trainer import config, data
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    cache, n_val = write_cache(work, x, y)
     epochs = 4
 
     # reference: the seed's `fit` alone
@@ -143,30 +175,58 @@ def real_path(args, x, y) -> tuple[float, float]:
     ref_epochs = timer.epochs()[1:]
     del ref, ref_ds
 
-    # ours: the whole training path, with a timer slipped in front of its callbacks
+    # ours: the whole training path
     cfg = config.load(None, {"train": {"epochs": epochs, "batch_size": args.batch_size, "warmup_epochs": 1},
                              "model": {"lstm_units": args.units}})
-    timer = EpochStarts()
-    original = keras.Model.fit
-
-    def timed_fit(self, *a, **kw):
-        kw["callbacks"] = [timer.callback, *kw.get("callbacks", [])]
-        return original(self, *a, **kw)
-
-    keras.Model.fit = timed_fit
-    try:
-        assert train(cfg, cache.root, work / "run", evaluate=False) == 0
-    finally:
-        keras.Model.fit = original
-    ours_epochs = timer.epochs()[1:]
+    ours_epochs = time_train(cfg, cache.root, work / "run")
     size = sum({p.stat().st_ino: p.stat().st_size for p in (work / "run").glob("*.keras")}.values())  # links once
     print(f"(c) reference fit alone: epochs {', '.join(f'{t:.2f}' for t in ref_epochs)} s")
     print(f"(c) trainer.train.train: epochs {', '.join(f'{t:.2f}' for t in ours_epochs)} s "
           f"(with checkpoints: {size / 2**20:.0f} MiB of .keras files written in {epochs} epochs)")
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     return statistics.median(ref_epochs), statistics.median(ours_epochs)
+
+
+def one_against_many(args, x, y, gpus: int) -> int:
+    """(gpus) The real training path on one device against all of them, same data, same run.
+
+    On a machine with N >= 2 GPUs: train.gpus 1 against train.gpus 0 (MirroredStrategy over
+    the N). Without GPUs: one CPU against a MirroredStrategy over 2 logical CPU devices
+    (the same cores, so it measures only what replication costs: the split batch, the
+    all-reduce and the one-step-per-call fallback), labelled as such. Prints the ratio and
+    the setting it supports.
+    """
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    from trainer import config
+
+    work = Path(tempfile.mkdtemp(prefix="bench-gpus-"))
+    cache, _ = write_cache(work, x, y)
+    epochs = 1 + args.epochs
+    base = {"train": {"epochs": epochs, "batch_size": args.batch_size, "warmup_epochs": 1,
+                      "mixed_precision": args.mixed_precision}, "model": {"lstm_units": args.units}}
+    if gpus >= 2:
+        many_name, one_name = f"{gpus} GPUs (MirroredStrategy)", "1 GPU"
+        one = time_train(config.load(None, {**base, "train": {**base["train"], "gpus": 1}}), cache.root, work / "one")
+        many = time_train(config.load(None, {**base, "train": {**base["train"], "gpus": 0}}), cache.root, work / "many")
+    else:
+        many_name, one_name = "2 logical CPU devices (MirroredStrategy, same cores)", "1 CPU device"
+        cfg = config.load(None, base)
+        one = time_train(cfg, cache.root, work / "one")
+        many = time_train(cfg, cache.root, work / "many",
+                          strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    shutil.rmtree(work, ignore_errors=True)
+    o, m = statistics.median(one), statistics.median(many)
+    print(f"(gpus) {one_name:<52} epoch {o:7.2f} s  (epochs: {', '.join(f'{t:.2f}' for t in one)} s)")
+    print(f"(gpus) {many_name:<52} epoch {m:7.2f} s  (epochs: {', '.join(f'{t:.2f}' for t in many)} s)")
+    print(f"(gpus) ratio many / one (speed): {o / m:.2f}x")
+    if gpus >= 2:
+        print("(gpus) on this machine: " + (f"keep train.gpus 0 (all {gpus})" if m < o else
+                                            "set train.gpus 1 (one GPU is faster for this model)"))
+    return 0
 
 
 def main() -> int:
@@ -174,8 +234,9 @@ def main() -> int:
 
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mode", choices=("both", "real", "pipeline"), default="both",
-                   help="real: (c) trainer.train.train vs fit alone; pipeline: the input pipelines only")
+    p.add_argument("--mode", choices=("both", "real", "pipeline", "gpus"), default="both",
+                   help="real: (c) trainer.train.train vs fit alone; pipeline: the input pipelines only; "
+                        "gpus: the real path on one device against all of them")
     p.add_argument("--samples", type=int, default=SEED_TRAIN_SAMPLES if on_gpu else 512)
     p.add_argument("--epochs", type=int, default=3 if on_gpu else 2, help="timed epochs per pipeline")
     p.add_argument("--batch-size", type=int, default=64)
@@ -186,6 +247,10 @@ def main() -> int:
 
     from trainer import data, runtime
 
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    if args.mode == "gpus" and gpus < 2:  # before TensorFlow starts: two logical CPUs to mirror over
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     rt = runtime.setup(gpus_wanted=1 if on_gpu else 0, mixed_precision=args.mixed_precision)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.samples, 20, 4096), dtype=np.float32).astype(np.float16)
@@ -195,6 +260,8 @@ def main() -> int:
     print(f"data: {args.samples} x 20 x 4096 float16 ({x.nbytes / 2**20:.0f} MiB), batch {args.batch_size}, "
           f"{steps} steps/epoch, model BiLSTM({args.units}) x 3; 1 warm-up + {args.epochs} timed epochs each")
 
+    if args.mode == "gpus":
+        return one_against_many(args, x, y, gpus)
     if args.mode in ("both", "real"):
         ref_s, ours_s = real_path(args, x, y)
         print(f"(c) real training path, {args.samples:,} samples/epoch: reference {args.samples / ref_s:,.0f} "

@@ -30,6 +30,7 @@ class Runtime:
     mixed_precision_reason: str
     jit_requested: bool
     notes: list[str] = dataclasses.field(default_factory=list)
+    devices_reason: str = ""
 
     @property
     def replicas(self) -> int:
@@ -68,6 +69,7 @@ def setup(gpus_wanted: int, mixed_precision: bool, strategy: tf.distribute.Strat
             except RuntimeError:
                 pass
         devices = [f"/gpu:{i}" for i in range(len(use))]
+        reason = devices_reason(gpus_wanted, len(physical))
         if len(devices) > 1:
             strategy = tf.distribute.MirroredStrategy(devices)
         elif devices:
@@ -77,6 +79,7 @@ def setup(gpus_wanted: int, mixed_precision: bool, strategy: tf.distribute.Strat
             strategy = tf.distribute.get_strategy()  # the default: plain single-device execution
     else:
         devices = list(getattr(strategy.extended, "worker_devices", ["/cpu:0"]))
+        reason = "the strategy the caller passed"
 
     on_gpu = any("GPU" in d.upper() for d in devices)
     if not mixed_precision:
@@ -90,7 +93,21 @@ def setup(gpus_wanted: int, mixed_precision: bool, strategy: tf.distribute.Strat
         else:
             mp, why = True, "on: mixed_float16, float32 variables and output, dynamic loss scaling (LossScaleOptimizer)"
     keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
-    return Runtime(strategy, devices, mp, why, jit_requested=False)
+    return Runtime(strategy, devices, mp, why, jit_requested=False, devices_reason=reason)
+
+
+def devices_reason(gpus_wanted: int, visible: int) -> str:
+    """Why training runs where it does, for the log: the choice is the user's to change, and
+    whether N GPUs beat one for this small recurrent model is measured, not assumed
+    (`bench/train_throughput.py --mode gpus` times both on the machine at hand)."""
+    if visible == 0:
+        return "no GPU visible, so the CPU trains"
+    if gpus_wanted:
+        return f"train.gpus/--gpus {gpus_wanted} of the {visible} visible GPU(s)"
+    if visible == 1:
+        return "train.gpus 0: the one visible GPU"
+    return (f"train.gpus 0: every one of the {visible} visible GPUs; `--gpus 1` trains on one "
+            f"(`python bench/train_throughput.py --mode gpus` times 1 against {visible} on this machine)")
 
 
 def decide_jit(runtime: Runtime, xla_asked: bool, model) -> tuple[bool, str]:

@@ -101,7 +101,8 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     # the generators' states come back from resume_state.json (callbacks.ResumeState).
     keras.utils.set_random_seed(tc["seed"])
     rt = runtime.setup(tc["gpus"], tc["mixed_precision"], strategy)
-    print(f"devices: {runtime.describe(rt)}" + (f" ({batch / rt.replicas:g} samples per replica per step)" if rt.replicas > 1 else ""))
+    print(f"devices: {runtime.describe(rt)}" + (f" ({batch / rt.replicas:g} samples per replica per step)"
+                                               if rt.replicas > 1 else "") + f"; {rt.devices_reason}")
     print(f"mixed precision: {rt.mixed_precision_reason}")
 
     # ---- class weights ("balanced"), logged and really passed to fit ------------------

@@ -77,7 +77,7 @@ def test_global_batch_on_two_replicas(tmp_path):
     assert result["rc"] == 0
     assert result["replicas"] == 2
     assert "3 steps per epoch" in proc.stdout
-    assert "8 samples per replica per step" in proc.stdout
+    assert "8 samples per replica per step); the strategy the caller passed" in proc.stdout
     assert "steps per execution: 1 (Keras's multi-step loop fails under a MirroredStrategy with 2 replicas)" in proc.stdout
     assert result["iterations"] == 2 * 3  # two epochs of 3 global steps
     # "balanced" weights of a 10/30 split, passed to fit under the strategy
@@ -138,3 +138,14 @@ def test_clipping_acts_on_the_global_gradient_on_any_device_count(tmp_path):
     assert norms["keras_sgd/1"] == pytest.approx(1e-3, rel=1e-4) and norms["keras_sgd/2"] > 1.5e-3
     # the trainer's optimizer: the same update on one and on two replicas
     assert norms["ours_adam/2"] == pytest.approx(norms["ours_adam/1"], rel=1e-5)
+
+
+def test_the_log_says_why_training_runs_where_it_does():
+    from trainer.runtime import devices_reason
+
+    assert devices_reason(0, 0) == "no GPU visible, so the CPU trains"
+    assert devices_reason(0, 1) == "train.gpus 0: the one visible GPU"
+    two = devices_reason(0, 2)
+    assert two.startswith("train.gpus 0: every one of the 2 visible GPUs") and "`--gpus 1`" in two
+    assert "bench/train_throughput.py --mode gpus" in two  # where the user measures 1 against 2
+    assert devices_reason(1, 2) == "train.gpus/--gpus 1 of the 2 visible GPU(s)"
