@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from trainer.frames import _to_rgb, cv2, sample_frames, sample_indices  # noqa: E402
+from trainer.frames import to_rgb, cv2, sample_frames, sample_indices  # noqa: E402
 
 N_FRAMES, SIZE = 20, 224
 
@@ -110,7 +110,7 @@ def seek_per_frame(path: Path, n: int, size: int) -> np.ndarray:
         ok, bgr = cap.read()
         if not ok:
             break
-        out.append(_to_rgb(bgr, size))
+        out.append(to_rgb(bgr, size))
     cap.release()
     return np.stack(out)
 

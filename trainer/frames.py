@@ -71,7 +71,7 @@ def sample_frames(path: str | Path, n_frames: int, size: int, threads: int | Non
     """
     path = Path(path)
     _check_file(path)
-    cap = _open(path, threads)
+    cap = open_video(path, threads)
     try:
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         reported = reported if reported > 0 else 0
@@ -83,7 +83,7 @@ def sample_frames(path: str | Path, n_frames: int, size: int, threads: int | Non
 
     if total == 0:
         raise VideoError("no decodable frame (the video stream is empty or its codec data is corrupt)")
-    if reported and total < reported and not _reached_end(total, last_ms, reported, fps):
+    if reported and total < reported and not reached_end(total, last_ms, reported, fps):
         raise VideoError(
             f"decoding stopped at frame {total} of {reported} ({last_ms / 1000:.1f} s of "
             f"{reported / fps:.1f} s): corrupt or truncated video data"
@@ -92,7 +92,7 @@ def sample_frames(path: str | Path, n_frames: int, size: int, threads: int | Non
     final = sample_indices(total, n_frames)
     if total != reported and not set(final) <= got.keys():
         # The container's count was wrong (or unknown): fetch the right frames now.
-        cap = _open(path, threads)
+        cap = open_video(path, threads)
         try:
             got, total2, _ = _read_pass(cap, set(final), size)
         finally:
@@ -118,12 +118,12 @@ def _read_pass(cap: "cv2.VideoCapture", wanted: set[int], size: int) -> tuple[di
             ok, bgr = cap.retrieve()
             if not ok or bgr is None:
                 break  # a frame that demuxes but cannot be converted ends the usable video
-            got[index] = _to_rgb(bgr, size)
+            got[index] = to_rgb(bgr, size)
         index += 1
     return got, index, last_ms
 
 
-def _to_rgb(bgr: np.ndarray, size: int) -> np.ndarray:
+def to_rgb(bgr: np.ndarray, size: int) -> np.ndarray:
     if bgr.ndim == 2:
         bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
     # Plain resize (no crop), as VGG19's ImageNet pipeline and the seed did; INTER_AREA
@@ -133,7 +133,7 @@ def _to_rgb(bgr: np.ndarray, size: int) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
-def _reached_end(total: int, last_ms: float, reported: int, fps: float) -> bool:
+def reached_end(total: int, last_ms: float, reported: int, fps: float) -> bool:
     """Did decoding run (nearly) to the end the container announced?"""
     if total >= COMPLETE_FRACTION * reported:
         return True
@@ -143,7 +143,7 @@ def _reached_end(total: int, last_ms: float, reported: int, fps: float) -> bool:
     return last_ms + 1000.0 / fps >= COMPLETE_FRACTION * announced_ms
 
 
-def _open(path: Path, threads: int | None) -> "cv2.VideoCapture":
+def open_video(path: Path, threads: int | None) -> "cv2.VideoCapture":
     params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads else []
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
@@ -156,7 +156,7 @@ def _open(path: Path, threads: int | None) -> "cv2.VideoCapture":
     return cap
 
 
-def _readable_size(path: Path) -> int:
+def readable_size(path: Path) -> int:
     """The file's size; VideoError when it is missing, unreadable or empty."""
     try:
         size = path.stat().st_size
@@ -170,7 +170,7 @@ def _readable_size(path: Path) -> int:
 
 
 def _check_file(path: Path) -> None:
-    reason = truncation(path, _readable_size(path))
+    reason = truncation(path, readable_size(path))
     if reason:
         raise VideoError(reason)
 

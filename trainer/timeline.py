@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from trainer.frames import (VideoError, _open, _reached_end, _readable_size, _to_rgb, cv2, sample_indices,
+from trainer.frames import (VideoError, open_video, reached_end, readable_size, to_rgb, cv2, sample_indices,
                             truncation)
 
 FPS_PROBE_FRAMES = 16  # decoded timestamps looked at before the pass, to check the container's frame rate
@@ -99,7 +99,7 @@ class WindowSampler:
     def windows(self) -> Iterator[tuple[Window, np.ndarray]]:
         tl = self.timeline
         self._check_file()
-        cap = _open(self.path, self.threads)
+        cap = open_video(self.path, self.threads)
         try:
             tl.frames_reported = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
             container_fps = cap.get(cv2.CAP_PROP_FPS)
@@ -121,7 +121,7 @@ class WindowSampler:
         open_windows: dict[int, dict] = {}  # k -> {"got": {index: frame}, "start_ms": float}
         wanted: dict[int, list[int]] = {}  # frame index -> open windows that want it
         next_k, index, last_ms, emitted_end = 0, 0, 0.0, 0
-        cap = _open(self.path, self.threads)
+        cap = open_video(self.path, self.threads)
         try:
             while True:
                 if not cap.grab():
@@ -140,7 +140,7 @@ class WindowSampler:
                     if not ok or bgr is None:
                         tl.error = f"frame {index} ({ms / 1000:.1f} s) demuxes but does not decode"
                         break
-                    frame = _to_rgb(bgr, self.size)
+                    frame = to_rgb(bgr, self.size)
                     for k in wanted.pop(index, ()):
                         open_windows[k]["got"][index] = frame
                     if index >= tail_from:
@@ -168,7 +168,7 @@ class WindowSampler:
         if index == 0:
             raise VideoError("no decodable frame (the video stream is empty or its codec data is corrupt)")
         reported = tl.frames_reported
-        if tl.error is None and reported and index < reported and not _reached_end(index, last_ms, reported, tl.fps):
+        if tl.error is None and reported and index < reported and not reached_end(index, last_ms, reported, tl.fps):
             tl.error = (f"decoding stopped at frame {index} ({tl.duration_s:.1f} s) of the {reported} announced "
                         f"({reported / tl.fps:.1f} s): corrupt or truncated video data")
         if tl.error is not None:
@@ -201,7 +201,7 @@ class WindowSampler:
     # -- helpers -------------------------------------------------------------------------
     def _fetch(self, indices: set[int]) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}
-        cap = _open(self.path, self.threads)
+        cap = open_video(self.path, self.threads)
         try:
             index, last = 0, max(indices)
             while index <= last and cap.grab():
@@ -209,20 +209,20 @@ class WindowSampler:
                     ok, bgr = cap.retrieve()
                     if not ok or bgr is None:
                         break
-                    got[index] = _to_rgb(bgr, self.size)
+                    got[index] = to_rgb(bgr, self.size)
                 index += 1
         finally:
             cap.release()
         return got
 
     def _check_file(self) -> None:
-        reason = truncation(self.path, _readable_size(self.path))
+        reason = truncation(self.path, readable_size(self.path))
         if reason:  # a cut file: read what decodes, and say so
             self.timeline.notes.append(reason)
 
     def _frame_rate(self, container_fps: float) -> float:
         """The container's frame rate, unless the first decoded timestamps say otherwise."""
-        cap = _open(self.path, self.threads)
+        cap = open_video(self.path, self.threads)
         stamps = []
         try:
             while len(stamps) < FPS_PROBE_FRAMES and cap.grab():
