@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 ## tests -----------------------------------------------------------------------------
 test: setup          ## the whole suite, as CI runs it
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-fast: setup     ## everything but the slow end-to-end tests (a few minutes)
 	$(PY) -m pytest -q -m "not slow"
