@@ -24,11 +24,16 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 ## tests -----------------------------------------------------------------------------
+# Three pytest workers on any machine: most of the suite waits on sshd, rsync, sleeps and
+# subprocesses (serially 2 cores sat 40 % idle); --dist loadfile keeps each file on one
+# worker, so the image builds of tests/docker run one after another.
+PYTEST_PAR := -n 3 --dist loadfile
+
 test: setup          ## the whole suite, as CI runs it
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q $(PYTEST_PAR) --durations=20
 
 test-fast: setup     ## everything but the slow end-to-end tests (a few minutes)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PAR) -m "not slow"
 
 ## the main job on a built-in synthetic dataset, on a laptop CPU -----------------------
 demo: setup
