@@ -106,17 +106,21 @@ class WaitUntilReady:
         start and stop running. A stop it did not see (the watchdog's) is closed when it is
         next seen, which can only overstate the GPU part, never hide it.
         """
-        if "instance_id" not in self.state.data.get("vast", {}) or row.get("id") != self.vstate.get("instance_id"):
+        iid = self.state.data.get("vast", {}).get("instance_id")
+        if iid is None or row.get("id") != iid:
             return
-        now, v = time.time(), self.vstate
-        running = vast_rows.is_running(row)
-        if running and v.get("running_since") is None:
-            v["running_since"] = now
-        elif not running and v.get("running_since") is not None:
-            v["gpu_seconds"] = v.get("gpu_seconds", 0.0) + now - v.pop("running_since")
-        else:
-            return
-        self.state.save()
+        now, running = time.time(), vast_rows.is_running(row)
+
+        def apply(v: dict) -> bool:
+            if running and v.get("running_since") is None:
+                v["running_since"] = now
+            elif not running and v.get("running_since") is not None:
+                v["gpu_seconds"] = v.get("gpu_seconds", 0.0) + now - v.pop("running_since")
+            else:
+                return False
+            return True
+
+        self.state.update_ledger(iid, apply)  # never a whole save: status and watch call this unlocked
 
     def _running_hours(self) -> float:
         v = self.vstate

@@ -86,3 +86,34 @@ def test_two_ups_at_once_rent_one_instance(vast):
         assert vast.state()["vast"]["instance_id"] == fake.live_instances()[0].id
     finally:
         vast.run("down", "--force")
+
+
+def _vast_provider(root):
+    from deploy.providers.vast import VastProvider
+    from deploy.state import State
+
+    return VastProvider({"vast": {}, "remote": {"workspace": "/workspace"}}, State(root))
+
+
+def test_status_beside_a_locked_command_loses_nothing_of_either(tmp_path):
+    """`status` and `watch` take no lock, yet note when they see the instance start or stop
+    running (the billing ledger). They wrote back the whole state.json they had read: a
+    `start` in the other terminal lost its run, and `down` then saw no unfetched results."""
+    from deploy.providers.base import Host
+
+    root = tmp_path / ".deploy"
+    cmd = _vast_provider(root)  # the locked command (up, then start)
+    cmd.state.set_host("vast", Host(host="127.0.0.1", port=22, user="root"), "/workspace")
+    cmd._remember(4000001, {"id": 7, "num_gpus": 2, "gpu_name": "RTX 5000Ada"}, 0.9)
+    status = _vast_provider(root)  # a second terminal, loaded before the start below
+    cmd.state.record_start("run-a")
+    status._observe({"id": 4000001, "actual_status": "running", "intended_status": "running"})  # status sees it running
+    watch_view = _vast_provider(root)
+    cmd.state.record_fetch("run-a", {}, final=False)  # the locked command saves its own (older) ledger
+    on_disk = _vast_provider(root).state.data
+    assert on_disk["current_run"] == "run-a" and "run-a" in on_disk["runs"]  # status did not drop the run
+    assert on_disk["vast"]["running_since"] == watch_view.state.data["vast"]["running_since"]  # nor fetch the ledger
+    status._observe({"id": 4000001, "actual_status": "exited", "intended_status": "stopped"})  # stopped: ledger closed
+    on_disk = _vast_provider(root).state.data
+    assert "running_since" not in on_disk["vast"] and on_disk["vast"]["gpu_seconds"] >= 0
+    assert on_disk["current_run"] == "run-a"
