@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
-import tempfile
 import time
 from calendar import timegm
 from pathlib import Path
 
+from deploy import jsonfile
 from deploy.plan import PHASES, fmt_minutes
 
 FILE = "plan.json"
@@ -32,35 +31,16 @@ MIN_SYNC_BYTES_FOR_RATE = 20_000_000  # a sync smaller than this says more about
 
 # -- the store ------------------------------------------------------------------------
 def load(root: str | os.PathLike = ".deploy") -> dict:
-    try:
-        return json.loads((Path(root) / FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    return jsonfile.read(Path(root) / FILE)
 
 
 def save(data: dict, root: str | os.PathLike = ".deploy") -> None:
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".plan.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    jsonfile.write_atomic(Path(root) / FILE, data)
 
 
 def update(root, **sections) -> dict:
     """Read-merge-write under an flock, so `status` in a second terminal cannot drop a `sync`'s figures."""
-    import fcntl
-
-    Path(root).mkdir(parents=True, exist_ok=True)
-    with open(Path(root) / ".plan.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+    with jsonfile.exclusive(Path(root) / ".plan.lock"):
         data = load(root)
         for k, v in sections.items():
             if isinstance(v, dict) and isinstance(data.get(k), dict):

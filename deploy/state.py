@@ -11,14 +11,12 @@ a torn state file. Nothing secret is ever stored here.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from deploy import jsonfile
 from deploy.errors import UsageError
 from deploy.providers.base import Host
 
@@ -27,6 +25,16 @@ from deploy.providers.base import Host
 # (providers/vast_wait.py), and these keys of the "vast" section are written by unlocked
 # commands too (see State.update_ledger).
 LEDGER_KEYS = ("running_since", "gpu_seconds")
+
+
+def _ledger_of(vast: dict) -> dict:
+    return {k: vast[k] for k in LEDGER_KEYS if k in vast}
+
+
+def _put_ledger(vast: dict, ledger: dict) -> None:
+    for k in LEDGER_KEYS:
+        vast.pop(k, None)
+    vast.update(ledger)
 
 
 def now_iso() -> str:
@@ -58,63 +66,32 @@ class State:
         """Write the whole state (the commands that do hold .deploy/lock). The billing ledger is
         the one part an unlocked command (status, watch) writes too, so it is taken from the
         file as it is now: the freshest ledger is always the one on disk (update_ledger)."""
-        with self._file_lock():
+        with jsonfile.exclusive(self.root / ".state.lock"):
             mine = self.data.get("vast")
-            theirs = self._read_disk().get("vast") or {}
+            theirs = jsonfile.read(self.path).get("vast") or {}
             if mine and mine.get("instance_id") is not None and theirs.get("instance_id") == mine["instance_id"]:
-                for k in LEDGER_KEYS:
-                    mine.pop(k, None)
-                mine.update({k: theirs[k] for k in LEDGER_KEYS if k in theirs})
-            self._write(self.data)
+                _put_ledger(mine, _ledger_of(theirs))
+            jsonfile.write_atomic(self.path, self.data)
 
     def update_ledger(self, instance_id, apply) -> None:
         """Change only the running-time ledger of instance `instance_id`, read from and written to
-        the file under its own short lock: `status` and `watch` call this without holding
-        .deploy/lock, and must never write back the rest of a state.json they read earlier.
-        `apply(ledger)` edits the dict {running_since?, gpu_seconds?} and says whether it did."""
-        with self._file_lock():
-            disk = self._read_disk()
+        the file under its own short lock (not .deploy/lock, which a long command holds for
+        minutes while `status` must still answer): `status` and `watch` call this without
+        holding .deploy/lock, and must never write back the rest of a state.json they read
+        earlier. `apply(ledger)` edits the dict {running_since?, gpu_seconds?} and says whether it did."""
+        with jsonfile.exclusive(self.root / ".state.lock"):
+            disk = jsonfile.read(self.path)
             theirs = disk.get("vast") or {}
             if theirs.get("instance_id") != instance_id:
                 return  # the file holds another instance (or none) by now: nothing of ours to add to
-            ledger = {k: theirs[k] for k in LEDGER_KEYS if k in theirs}
+            ledger = _ledger_of(theirs)
             if not apply(ledger):
                 return
-            for target in (theirs, self.data.get("vast") or {}):
-                if target.get("instance_id") == instance_id:
-                    for k in LEDGER_KEYS:
-                        target.pop(k, None)
-                    target.update(ledger)
-            self._write(disk)
-
-    @contextmanager
-    def _file_lock(self):
-        """A short flock around each read-merge-write of state.json (not .deploy/lock, which a
-        long command holds for minutes while `status` must still answer)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".state.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
-            yield
-
-    def _read_disk(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _write(self, data: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".state.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            _put_ledger(theirs, ledger)
+            mine = self.data.get("vast") or {}
+            if mine.get("instance_id") == instance_id:
+                _put_ledger(mine, ledger)
+            jsonfile.write_atomic(self.path, disk)
 
     # -- the host -------------------------------------------------------------------
     def set_host(self, provider: str, host: Host, workspace: str, facts: dict | None = None) -> None:
