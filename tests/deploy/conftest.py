@@ -160,14 +160,18 @@ class FakeTrainer(StandInPython):
         (self.path.parent / "behavior").write_text(f"{lines} {delay} {code} {resume_code}\n")
 
 
+def use_stand_in(project, stand_in: StandInPython) -> StandInPython:
+    """`remote.python` becomes the stand-in, and the project gets a dataset it never opens."""
+    project.write_config(remote={"python": str(stand_in.path)})
+    (project.cwd / "dataset").mkdir(exist_ok=True)
+    (project.cwd / "dataset" / "a.txt").write_text("not a video; the stand-in trainer does not care\n")
+    return stand_in
+
+
 @pytest.fixture
 def fake_trainer(project, tmp_path):
     """`remote.python` becomes a stand-in whose `trainer train` is scripted (see FAKE_PYTHON)."""
-    fake = FakeTrainer(tmp_path / "fake python")
-    project.write_config(remote={"python": str(fake.path)})
-    (project.cwd / "dataset").mkdir(exist_ok=True)
-    (project.cwd / "dataset" / "a.txt").write_text("not a video; the fake trainer does not care\n")
-    return fake
+    return use_stand_in(project, FakeTrainer(tmp_path / "fake python"))
 
 
 # -- the project switched to provider vast, aimed at the fake Vast.ai API ----------------

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.deploy.watch_support import run_alive
+from tests.deploy.watch_support import run_alive, wait_for
 
 
 def digest(path) -> str:
@@ -30,13 +30,14 @@ def deployed(project, *, start=True):
     return project.state().get("current_run")
 
 
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def follow_logs(project):
+    """`logs --follow` with a thread reading its stdout into a list, once 5 run lines are shown."""
+    proc = project.popen("logs", "--follow", "-n", "1000")
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    reader.start()
+    wait_for(lambda: any("line 5 of" in ln for ln in out), what="the first lines")
+    return proc, out, reader
 
 
 def test_failed_run_is_reported_with_last_lines_and_exit_code(project, fake_trainer):
@@ -104,11 +105,7 @@ def test_second_start_refused_while_running_and_resume_continues(project, fake_t
 def test_ssh_dropped_during_follow_the_run_goes_on_and_logs_pick_up(project, fake_trainer):
     fake_trainer.behave(lines=60, delay=0.1, code=0)
     run = deployed(project)
-    proc = project.popen("logs", "--follow", "-n", "1000")
-    out: list[str] = []
-    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
-    reader.start()
-    wait_for(lambda: any("line 5 of" in ln for ln in out), what="the first lines")
+    proc, out, reader = follow_logs(project)
     assert project.server.drop_connections() >= 1
     # the run was detached: it is still going although every SSH session is gone
     assert not (project.remote_run_dir(run) / "exit_status").exists()
@@ -310,11 +307,7 @@ def test_a_silently_dead_link_is_noticed_and_logs_pick_up_exactly(project, fake_
     wait for an answer, `logs -f` would sit there forever."""
     fake_trainer.behave(lines=120, delay=0.2, code=0)
     run = deployed(project)
-    proc = project.popen("logs", "--follow", "-n", "1000")
-    out: list[str] = []
-    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
-    reader.start()
-    wait_for(lambda: any("line 5 of" in ln for ln in out), what="the first lines")
+    proc, out, reader = follow_logs(project)
     frozen = _sshd_session_processes(project.server)
     assert frozen
     for pid in frozen:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import StandInPython
+from tests.deploy.conftest import StandInPython, use_stand_in
 from tests.deploy.sshd import SshServer, sshd_available
 
 
@@ -116,11 +116,7 @@ class EpochTrainer(StandInPython):
 
 @pytest.fixture
 def epoch_trainer(project, tmp_path):
-    fake = EpochTrainer(tmp_path / "epoch python")
-    project.write_config(remote={"python": str(fake.path)})
-    (project.cwd / "dataset").mkdir(exist_ok=True)
-    (project.cwd / "dataset" / "a.txt").write_text("not a video; the stand-in trainer does not care\n")
-    return fake
+    return use_stand_in(project, EpochTrainer(tmp_path / "epoch python"))
 
 
 def deploy_and_start(project) -> str:
