@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from deploy import config as config_mod
+from deploy import host_text
 from deploy import plan_report
 from deploy.errors import UsageError
 
@@ -287,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](Context(args)) or 0
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # may quote the host's words: never its control characters (host_text.py)
+        print(f"error: {host_text.clean(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted (the run on the host, if any, keeps going)", file=sys.stderr)
