@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -78,10 +80,14 @@ def _stat(text: str, label: str) -> int:
     return int(re.sub(r"\D", "", m.group(1))) if m else 0
 
 
-def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None, capture: bool = False) -> Transfer:
+def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None, capture: bool = False,
+          max_file_bytes: int | None = None) -> Transfer:
     """Run rsync with our SSH settings; progress on a terminal, `Transfer` from --stats.
 
     `capture`: no progress display; the output lines (e.g. --itemize-changes) come back in .listing.
+    `max_file_bytes` (a copy from the host to here): the kernel refuses the local rsync any file
+    larger than this (RLIMIT_FSIZE), whatever sizes the host's rsync announced; a file vanishing
+    on the host, or refused so, is a partial transfer (exit 23) the caller's checks deal with.
     """
     cmd = [require_local_rsync(), "-a", "-s", "--stats", f"--partial-dir={PARTIAL_DIR}",
            "-e", shlex.join(remote.ssh_argv())]
@@ -90,7 +96,8 @@ def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None
         cmd.append("--info=progress2")
     if bwlimit:
         cmd.append(f"--bwlimit={bwlimit}")
-    proc = subprocess.Popen(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_file_size_cap(max_file_bytes) if max_file_bytes else None)
     err_chunks: list[bytes] = []
     err_reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
     err_reader.start()
@@ -109,13 +116,21 @@ def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None
     err_reader.join()
     stderr = b"".join(err_chunks).decode(errors="replace")
     stats = out.decode(errors="replace")
-    if code not in (0, 24):  # 24: files vanished while copying (a log being rotated): harmless
-        raise UsageError(f"{what} failed: {rsync_error(stderr, code, remote)}")
+    harmless = (0, 24, 23) if max_file_bytes else (0, 24)  # 24: files vanished while copying (a rotated log)
+    if code not in harmless:
+        raise UsageError(f"{what} failed: {rsync_error(stderr, code, remote, into_here=bool(max_file_bytes))}")
     return Transfer(_stat(stats, "Total bytes sent"), _stat(stats, "Total bytes received"),
                     _stat(stats, "Total file size"), listing=stats.splitlines() if capture else [])
 
 
-def rsync_error(stderr: str, code: int, remote: Remote) -> str:
+def _file_size_cap(limit: int):
+    def cap() -> None:  # in the child, before exec: a write past `limit` fails with EFBIG (no SIGXFSZ kill)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return cap
+
+
+def rsync_error(stderr: str, code: int, remote: Remote, into_here: bool = False) -> str:
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
         return (f"the host key of {remote.host.host} does not match the one pinned in {remote.known_hosts}: "
                 f"forget it with `ssh-keygen -R` on that file if the host was really reinstalled")
@@ -126,6 +141,8 @@ def rsync_error(stderr: str, code: int, remote: Remote) -> str:
     if "rsync: command not found" in stderr or "rsync: not found" in stderr or code == 127:
         return f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync)"
     if "No space left on device" in stderr:
+        if into_here:
+            return "this machine's disk is full: free space here and run the same command again"
         return f"the disk of {remote.host.host} is full: free space in the workspace or use a larger disk"
     if code == 20:
         return "interrupted: run the same command again to resume where it stopped"
