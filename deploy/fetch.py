@@ -34,7 +34,7 @@ import os
 import shutil
 from pathlib import Path
 
-from deploy import fetch_names, host_text
+from deploy import host_text
 from deploy.errors import UsageError
 from deploy.fetch_names import DEFAULT_MAX_SIZE, Listing, append_only, find_expression, parse_listing
 from deploy.layout import Layout

@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import download_dataset
+from deploy import download_dataset, safe_tree
 from deploy.config import AUTO_VENV, OVERLAY
 from deploy.errors import UsageError
 from deploy.http_guard import refuse_plain_http
@@ -238,17 +238,33 @@ def sync_folder(remote: Remote, local: Path, target: str, what: str, bwlimit: in
     return t
 
 
+def host_program(*modules) -> str:
+    """One `python3 -c` program made of stdlib-only modules of deploy/ (the host has no deploy
+    package): each but the last is registered as `deploy.<name>` in sys.modules, then the last
+    runs as __main__ (so `from deploy.safe_tree import ...` works there as it does here)."""
+    lines = ["import sys, types", "sys.modules.setdefault('deploy', types.ModuleType('deploy'))"]
+    for module in modules[:-1]:
+        name = module.__name__
+        lines += [f"_m = sys.modules[{name!r}] = types.ModuleType({name!r})",
+                  f"exec(compile({Path(module.__file__).read_text()!r}, {name!r}, 'exec'), _m.__dict__)"]
+    main = modules[-1]
+    lines.append(f"exec(compile({Path(main.__file__).read_text()!r}, {main.__name__!r}, 'exec'), "
+                 f"{{'__name__': '__main__'}})")
+    return "\n".join(lines) + "\n"
+
+
 def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
-    """The host fetches the archive itself; secrets travel on the SSH channel's stdin only."""
+    """The host fetches the archive itself; what it needs travels on the SSH channel's stdin only,
+    and for Kaggle that is a signed link resolved here (deploy/kaggle.py), never the account's key."""
     ds = config["dataset"]
-    url, headers = download_dataset.source(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
-    if headers:
-        refuse_plain_http(url, "the dataset credentials", "dataset.url" if ds["url"] else "DEPLOY_KAGGLE_API")
+    if ds["url"] and ds["token_env"]:
+        refuse_plain_http(ds["url"], "the dataset credentials", "dataset.url")
+    spec = download_dataset.for_host(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
     py = Layout.host_python(config)
-    source = Path(download_dataset.__file__).read_text()
-    print(f"the host downloads the dataset from {download_dataset.redact(url)}")
-    script = f"{q(py)} -c {q(source)} --dest {rpath(layout.dataset)} --work {rpath(layout.workspace + '/.download')}"
-    code = remote.stream(script, stdin=(json.dumps({"url": url, "headers": headers}) + "\n").encode())
+    print(f"the host downloads the dataset from {download_dataset.redact(spec['url'])}")
+    program = host_program(safe_tree, download_dataset)
+    script = f"{q(py)} -c {q(program)} --dest {rpath(layout.dataset)} --work {rpath(layout.workspace + '/.download')}"
+    code = remote.stream(script, stdin=(json.dumps(spec) + "\n").encode())
     if code is None:
         raise UsageError("lost the connection during the dataset download: run `sync` again to resume it")
     if code != 0:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import os
@@ -11,7 +10,6 @@ import subprocess
 import tarfile
 import threading
 import time
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -103,7 +101,6 @@ def test_missing_local_rsync_is_one_line(project, tmp_path):
 
 # -- datasets the host downloads itself ------------------------------------------------
 SECRET = "s3cr3t-token-never-on-disk"
-KAGGLE_USER, KAGGLE_KEY = "alice", "kaggle-key-never-on-disk"
 
 
 def tar_gz_of_dataset() -> bytes:
@@ -118,21 +115,11 @@ def tar_gz_of_dataset() -> bytes:
     return buf.getvalue()
 
 
-def zip_of_dataset() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for cls in ("fight", "nofight"):
-            zf.writestr(f"{cls}/clip.mp4", f"{cls}".encode() * 500)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def archive_server():
-    """127.0.0.1 HTTP server: /data.tar.gz needs the bearer token, the Kaggle API path basic auth."""
+    """127.0.0.1 HTTP server: /data.tar.gz needs the bearer token (Kaggle: test_dataset_download.py)."""
     seen = []
-    bodies = {"/data.tar.gz?sig=abc": (f"Bearer {SECRET}", tar_gz_of_dataset()),
-              "/api/v1/datasets/download/owner/violence-set": (
-                  "Basic " + base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode()).decode(), zip_of_dataset())}
+    bodies = {"/data.tar.gz?sig=abc": (f"Bearer {SECRET}", tar_gz_of_dataset())}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -188,19 +175,6 @@ def test_host_downloads_an_https_archive_with_a_token_from_the_environment(proje
     project.write_config(dataset={"url": url.replace("sig=abc", "sig=other")})
     bad = project.run("sync", env={"DATASET_TOKEN": "nope"})
     assert bad.returncode == 2 and "HTTP 404" in bad.stdout + bad.stderr
-
-
-def test_host_downloads_a_kaggle_dataset(project, archive_server, tmp_path):
-    project.write_config(dataset={"path": None, "kaggle": "owner/violence-set"})
-    assert project.run("up").returncode == 0
-    env = {"DEPLOY_KAGGLE_API": f"http://127.0.0.1:{archive_server.server_port}/api/v1",
-           "KAGGLE_USERNAME": KAGGLE_USER, "KAGGLE_KEY": KAGGLE_KEY, "HOME": str(tmp_path)}
-    r = project.run("sync", env=env)
-    assert r.returncode == 0, r.stderr
-    assert (project.workspace / "dataset" / "fight" / "clip.mp4").read_bytes() == b"fight" * 500
-    assert_secret_nowhere(project, tmp_path, KAGGLE_KEY, r.stdout, r.stderr)
-    no_creds = project.run("sync", env={"HOME": str(tmp_path), "KAGGLE_USERNAME": "", "KAGGLE_KEY": ""})
-    assert no_creds.returncode == 2 and "KAGGLE_USERNAME" in no_creds.stderr
 
 
 # A pyproject whose build backend lives in the tree and whose extras pull nothing: pip
