@@ -34,6 +34,7 @@ from deploy.http_guard import refuse_plain_http
 from deploy.layout import Layout, project_root
 from deploy.overlay import ensure_overlay
 from deploy.remote import Remote, explain, q, rpath
+from deploy.start import running_runs_script
 
 # The project's code as the host needs it: everything else (.venv, .git, datasets, runs) stays home.
 CODE_FILTER = ["--include=/trainer/***", "--include=/configs/***", "--include=/pyproject.toml",
@@ -174,7 +175,7 @@ def local_size(path: Path) -> int:
 
 
 def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> dict[str, int]:
-    """One round trip before any transfer: rsync is there, the folders exist, the data fits.
+    """One round trip before any transfer: no run is alive, rsync is there, the folders exist, the data fits.
 
     Checking room first matters: rsync would otherwise fail half-way through, hours later.
     """
@@ -187,12 +188,14 @@ def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> 
     counts = "".join(f'echo "files{i}=$(find {rpath(t)} -type f ! -path \'*/{PARTIAL_DIR}/*\' 2>/dev/null | wc -l)"\n'
                      for i, (_, t) in enumerate(folders))
     r = remote.run(f"""
+echo "running=$({{ {running_runs_script(layout)} }} | tr '\\n' ' ')"
 command -v rsync >/dev/null 2>&1 || {{ echo rsync=missing; exit 0; }}
 mkdir -p {" ".join(rpath(t) for t in targets)} || exit 3
 echo "free_kb=$(df -Pk {rpath(layout.workspace)} | awk 'NR==2{{print $4}}')"
 echo "present_kb=$(du -sk {present} 2>/dev/null | awk '{{s+=$1}} END {{print s+0}}')"
 {counts}""")
     facts = dict(line.partition("=")[::2] for line in r.stdout.splitlines() if "=" in line)
+    refuse_under_a_live_run(remote, facts.get("running", "").split())
     if facts.get("rsync") == "missing":
         raise UsageError(f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync), "
                          f"or use the project's image")
@@ -204,6 +207,15 @@ echo "present_kb=$(du -sk {present} 2>/dev/null | awk '{{s+=$1}} END {{print s+0
         raise UsageError(f"the data needs {human(need_kb * 1024)} but {remote.host.host} has "
                          f"{human(free_kb * 1024)} free in {layout.workspace}: free space there or use a larger disk")
     return {t: int(facts.get(f"files{i}") or 0) for i, (_, t) in enumerate(folders)}
+
+
+def refuse_under_a_live_run(remote: Remote, running: list[str]) -> None:
+    """The code sync mirrors with --delete and a changed venv is rebuilt (rm -rf): neither may happen
+    under a run that is alive (deploy/runstate.py's rule, as start, logs and fetch use it)."""
+    if running:
+        raise UsageError(f"run {running[0]} is running on {remote.host.host}: sync would replace its code (and "
+                         f"its venv) under it; stop it first with `python -m deploy stop` (it saves a checkpoint; "
+                         f"`python -m deploy start --resume` continues it), or wait for it to end (`make logs`)")
 
 
 def local_files(path: Path) -> int:

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -311,3 +312,40 @@ def test_the_feature_cache_sync_never_deletes_what_the_host_extracted(project):
     assert project.run("sync").returncode == 0
     assert extracted_there.read_bytes() == b"extracted on the host"
     assert (project.workspace / "cache" / "features" / "a.npy").is_file()
+
+
+# -- a live run is never pulled out from under -------------------------------------------
+def test_sync_refuses_to_replace_code_or_venv_under_a_live_run(project):
+    """A run is alive on the host (deploy/runstate.py's rule): sync would --delete its code and may
+    rebuild (rm -rf) its venv; it refuses before changing anything and says how to stop the run."""
+    from deploy.runstate import RUN_MARK
+
+    make_dataset(project.cwd / "dataset")
+    assert project.run("up").returncode == 0
+    assert project.run("sync").returncode == 0
+    stale = project.workspace / "app" / "trainer" / "imported_later.py"  # gone here: --delete would remove it
+    stale.write_text("# a module the running trainer imports at its end\n")
+    venv = project.workspace / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".deploy-stamp").write_text("an older stamp\n")
+    run_dir = project.remote_run_dir("r1")
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen(["sh", "-c", "sleep 120", str(run_dir / "run.sh"), RUN_MARK], start_new_session=True)
+    (run_dir / "pid").write_text(f"{holder.pid}\n")
+    try:
+        for python in (None, "auto-venv"):
+            if python:
+                project.write_config(remote={"python": python})
+            r = project.run("sync")
+            assert r.returncode == 2, r.stdout + r.stderr
+            line = r.stderr.strip().splitlines()[-1]
+            assert "run r1 is running" in line and "python -m deploy stop" in line, line
+            assert stale.is_file(), "the code under the live run was --deleted"
+            assert (venv / ".deploy-stamp").read_text() == "an older stamp\n" and (venv / "bin").is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    project.write_config(remote={"python": sys.executable})
+    r = project.run("sync")  # the run is over: sync goes ahead
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists()
