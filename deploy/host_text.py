@@ -125,8 +125,8 @@ def clean(text: str | bytes) -> str:
 
 
 def one_line(text: str | bytes) -> str:
-    """Host text for one line of ours (an error message, a table cell): no newlines either."""
-    return " ".join(clean(text).split())
+    """Host text for one line of ours (an error message, a table cell): line ends and tabs become spaces."""
+    return clean(text).replace("\n", " ").replace("\t", " ").strip()
 
 
 class Writer:

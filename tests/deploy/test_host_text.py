@@ -38,7 +38,7 @@ def test_the_sanitiser_removes_sequences_whole_and_keeps_text_newlines_and_tabs(
     assert host_text.clean("shown\rcovered") == "shown\ncovered"
     # an unterminated OSC swallows nothing past the end of its line
     assert host_text.clean("\x1b]0;no end\nnext line\n") == "\nnext line\n"
-    assert host_text.one_line("a\nb\x1b[2Jc\t d") == "a bc d"
+    assert host_text.one_line("a\nb\x1b[2Jc\t d  e\n") == "a bc  d  e"
 
 
 def test_a_stream_split_anywhere_gives_the_same_text():
