@@ -201,12 +201,18 @@ echo "present_kb=$(du -sk {present} 2>/dev/null | awk '{{s+=$1}} END {{print s+0
                          f"or use the project's image")
     if not r.ok:
         raise UsageError(f"cannot create the workspace folders on {remote.host.host}: {explain(r.stderr, r.exited)}")
-    free_kb, present_kb = int(facts.get("free_kb") or 0), int(facts.get("present_kb") or 0)
+    free_kb, present_kb = _count(facts.get("free_kb")), _count(facts.get("present_kb"))
     need_kb = sum(local_size(local) for local, _ in folders) // 1024
     if free_kb and need_kb > free_kb + present_kb:
         raise UsageError(f"the data needs {human(need_kb * 1024)} but {remote.host.host} has "
                          f"{human(free_kb * 1024)} free in {layout.workspace}: free space there or use a larger disk")
-    return {t: int(facts.get(f"files{i}") or 0) for i, (_, t) in enumerate(folders)}
+    return {t: _count(facts.get(f"files{i}")) for i, (_, t) in enumerate(folders)}
+
+
+def _count(text: str | None) -> int:
+    """A number the host printed (df, du, wc); 0 (unknown: that check is skipped) when it is not one."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else 0
 
 
 def refuse_under_a_live_run(remote: Remote, running: list[str]) -> None:

@@ -75,3 +75,13 @@ def test_odd_host_output_is_shown_as_unreadable_and_hostile_text_is_cleaned(proj
     r = project.run("status")
     assert r.returncode == 0 and "\x1b" not in r.stdout, r.stdout
     assert "NVIDIA RTX 5000 Ada Generation" in r.stdout and "97% busy" in r.stdout
+
+
+def test_a_df_of_words_does_not_break_sync(project, sshd):
+    (project.cwd / "dataset" / "Violence").mkdir(parents=True)
+    (project.cwd / "dataset" / "Violence" / "a.mp4").write_bytes(b"video" * 100)
+    assert project.run("up").returncode == 0
+    stand_in(sshd, "df", "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x lots some many 5% /\n")
+    r = project.run("sync")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert (project.workspace / "dataset" / "Violence" / "a.mp4").is_file()
