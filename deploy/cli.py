@@ -137,8 +137,9 @@ def cmd_up(ctx: Context) -> int:
     ctx.state.data.update(workspace=facts["workspace"], host_facts=facts)
     ctx.state.save()
     gpus = ", ".join(facts["gpus"]) or "no GPU visible (training will run on CPU)"
+    free = "unknown" if facts["disk_free_gb"] is None else facts["disk_free_gb"]  # df said something else
     print(f"host {host.user}@{host.host}:{host.port} ready: Python {facts['python']}, {gpus}, "
-          f"{facts['disk_free_gb']} GB free in {facts['workspace']}")
+          f"{free} GB free in {facts['workspace']}")
     return 0
 
 

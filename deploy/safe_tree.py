@@ -81,8 +81,8 @@ class Tree:
                 try:
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
-                    raise Unsafe(f"{'/'.join(components[:i + 1])} is not a folder "
-                                 f"({'a symlink or a file' if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror})") from None
+                    why = "a symlink or a file" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror
+                    raise Unsafe(f"{'/'.join(components[:i + 1])} is not a folder ({why})") from None
                 os.close(fd)
                 fd = nxt
             return fd

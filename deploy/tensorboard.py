@@ -15,8 +15,9 @@ The local port is not open to everyone who can reach 127.0.0.1 (other local user
 rebinding its name to 127.0.0.1): TensorBoard serves under a random path prefix
 (`--path_prefix`), and the tunnel forwards only requests under it with a local Host header
 (deploy/tunnel_gate.py). The first line on stdout is exactly
-`TensorBoard: http://127.0.0.1:PORT/<secret>/` (scripts read it); everything else goes to stderr. After a dropped link we reconnect, start a new
-TensorBoard and keep the same local port, so the open browser tab keeps working.
+`TensorBoard: http://127.0.0.1:PORT/<secret>/` (scripts read it); everything else goes to
+stderr. After a dropped link we reconnect, start a new TensorBoard (same prefix) and keep the
+same local port, so the open browser tab keeps working.
 """
 
 from __future__ import annotations

@@ -57,8 +57,9 @@ def test_the_symlink_and_dotdot_attack_writes_nothing_outside_the_run_and_is_nam
     bait.write_text("the laptop's own file\n")
     os.symlink(str(bait), run_dir / "tensorboard" / "events.out.tfevents.1.host")
     evil = "./plots/L/" + "../" * 40 + rel_target
+    bait_digest = hashlib.sha256(bait.read_bytes()).hexdigest()
     doctor_sha256sum(sshd, [f"{hashlib.sha256(PAYLOAD).hexdigest()}  {evil}",
-                            f"{hashlib.sha256(bait.read_bytes()).hexdigest()}  ./tensorboard/events.out.tfevents.1.host",
+                            f"{bait_digest}  ./tensorboard/events.out.tfevents.1.host",
                             f"{'0' * 64}  /etc/passwd"])
     before = files_under(project.cwd)
 

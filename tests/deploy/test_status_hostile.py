@@ -85,3 +85,11 @@ def test_a_df_of_words_does_not_break_sync(project, sshd):
     r = project.run("sync")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert (project.workspace / "dataset" / "Violence" / "a.mp4").is_file()
+
+
+def test_up_prints_the_hosts_gpu_names_and_disk_without_its_control_sequences(project, sshd):
+    stand_in(sshd, "nvidia-smi", f"{HOSTILE}NVIDIA RTX 5000 Ada Generation, 32760 MiB\n")
+    stand_in(sshd, "df", "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x lots some many 5% /\n")
+    r = project.run("up")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "NVIDIA RTX 5000 Ada Generation" in r.stdout and "\x1b" not in r.stdout + r.stderr, r.stdout
