@@ -93,13 +93,12 @@ class Tree:
     def makedirs(self, name: str, mode: int = 0o755) -> None:
         os.close(self._folder(parts(name), create=True, mode=mode))
 
-    def open_read(self, name: str) -> int:
-        """An fd of the regular file `name` (Unsafe when it is a symlink, a folder, a device, a FIFO)."""
+    def _open(self, name: str, flags: int, mode: int, create_folders: bool) -> int:
         *folders, leaf = parts(name)
-        dfd = self._folder(folders, create=False)
+        dfd = self._folder(folders, create=create_folders)
         try:
             try:
-                fd = os.open(leaf, _READ_FLAGS, dir_fd=dfd)
+                fd = os.open(leaf, flags, mode, dir_fd=dfd)
             except OSError as exc:
                 raise Unsafe("a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)) from None
         finally:
@@ -108,6 +107,14 @@ class Tree:
             os.close(fd)
             raise Unsafe("not a regular file")
         return fd
+
+    def open_read(self, name: str) -> int:
+        """An fd of the regular file `name` (Unsafe when it is a symlink, a folder, a device, a FIFO)."""
+        return self._open(name, _READ_FLAGS, 0, create_folders=False)
+
+    def create(self, name: str, mode: int = 0o644) -> int:
+        """A new (or truncated) regular file `name`, its folders made as needed; an fd open for writing."""
+        return self._open(name, _WRITE_FLAGS, mode & 0o777, create_folders=True)
 
     def lstat(self, name: str) -> os.stat_result:
         *folders, leaf = parts(name)
@@ -116,22 +123,6 @@ class Tree:
             return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
         finally:
             os.close(dfd)
-
-    def create(self, name: str, mode: int = 0o644) -> int:
-        """A new (or truncated) regular file `name`, its folders made as needed; an fd open for writing."""
-        *folders, leaf = parts(name)
-        dfd = self._folder(folders, create=True)
-        try:
-            try:
-                fd = os.open(leaf, _WRITE_FLAGS, mode & 0o777, dir_fd=dfd)
-            except OSError as exc:
-                raise Unsafe("a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)) from None
-        finally:
-            os.close(dfd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise Unsafe("not a regular file")
-        return fd
 
     def move_here(self, source: "Tree", name: str) -> None:
         """Atomically replace `name` here with `name` from `source` (same file system): fsync'd file and folder."""

@@ -134,6 +134,14 @@ def test_a_plain_archive_unpacks_the_same_with_and_without_data_filter(tmp_path,
 
 
 # -- a file server that speaks Range, If-Range, ETag, redirects ------------------------------
+def serve(handler) -> ThreadingHTTPServer:
+    """`handler` on 127.0.0.1:<free port>, in a thread, without request logging."""
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class Files:
     """127.0.0.1 HTTP server. /f/<name>: the body, with ETag and Last-Modified; Range and If-Range
     as RFC 9110 says (If-Range that does not match -> the whole file, 200). /r/<name>: a 302 to
@@ -189,11 +197,7 @@ class Files:
                 self.wfile.write(chunk)
                 outer.sent += len(chunk)
 
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
 
@@ -384,11 +388,7 @@ class FakeKaggle:
                     return None
                 return self.send_error(404)
 
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         self.api = f"http://127.0.0.1:{self.server.server_port}/api/v1"
 
 
