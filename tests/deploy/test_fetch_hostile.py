@@ -142,3 +142,17 @@ def test_links_left_in_the_staging_or_run_folder_are_never_written_through(proje
     assert (local / "best_model.keras").is_file() and not (local / "best_model.keras").is_symlink()
     assert "not installed: runs/r1/plots/loss.png" in out and "plots is not a folder" in out, out
     assert project.state()["runs"]["r1"]["final_fetch"] is False
+
+
+def test_the_local_rsync_cannot_write_a_file_over_the_cap_whatever_the_sender_said(tmp_path):
+    """fetch runs rsync under RLIMIT_FSIZE = --max-size: a sender that announced a small file and
+    sends more (a modified rsync on the host) gets a write error, not our disk."""
+    from deploy.sync import _file_size_cap
+
+    src, dst = tmp_path / "big", tmp_path / "copy"
+    src.write_bytes(os.urandom(200_000))
+    r = subprocess.run(["rsync", str(src), str(dst)], capture_output=True, preexec_fn=_file_size_cap(50_000))
+    assert r.returncode != 0, r.stderr
+    left = [p for p in tmp_path.iterdir() if p.name != "big"]
+    assert all(p.stat().st_size <= 50_000 for p in left), [(p.name, p.stat().st_size) for p in left]
+    assert not dst.exists()
