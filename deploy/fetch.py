@@ -137,6 +137,8 @@ def fetch(remote: Remote, layout: Layout, state, run: str | None = None, dest_ro
     if status == "missing":
         raise UsageError(f"run {run} does not exist on {remote.host.host} (workspace {layout.workspace})")
     staging = dest_root / STAGING / run
+    if staging.is_symlink():
+        staging.unlink()  # our own scratch folder: never a link to somewhere else
     dest.mkdir(parents=True, exist_ok=True)
     staging.mkdir(parents=True, exist_ok=True)
     scrub(staging)  # an interrupted fetch's partial files stay (rsync resumes them); anything else goes

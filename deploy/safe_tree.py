@@ -55,7 +55,8 @@ class Tree:
         if create:
             os.makedirs(root, exist_ok=True)
         self.root = os.fspath(root)
-        self.fd = os.open(self.root, _DIR_FLAGS)
+        # the root is ours to choose (runs/<run> may be a link to another disk); what is below it is not
+        self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
 
     def close(self) -> None:
         if self.fd >= 0:
