@@ -28,6 +28,7 @@ _STRING8 = "\x90\x98\x9d\x9e\x9f"  # DCS SOS OSC PM APC as C1 controls
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # anything that needs the slow path; plain text (the usual case) is returned as it is
 _SPECIAL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CSI_WHOLE = re.compile(r"\x1b\[[0-?]{0,64}[ -/]{0,8}[@-~]")
 _MAX_SEQUENCE = 4096  # a CSI longer than this is not a sequence a terminal knows: give up on it
 
 _TEXT, _ESC, _ESC_INTER, _CSI, _STRING, _STRING_ESC = range(6)
@@ -44,11 +45,22 @@ class TerminalStream:
 
     def feed(self, data: bytes | str) -> str:
         text = self._decoder.decode(data) if isinstance(data, (bytes, bytearray)) else data
-        if self._state == _TEXT and not self._cr and not _SPECIAL.search(text):
-            return text
         out: list[str] = []
-        for ch in text:
-            self._step(ch, out)
+        i, n = 0, len(text)
+        while i < n:
+            if self._state == _TEXT and not self._cr:  # plain text up to the next special character, as is
+                m = _SPECIAL.search(text, i)
+                j = m.start() if m else n
+                out.append(text[i:j])
+                if m is None:
+                    break
+                i = j
+                whole = _CSI_WHOLE.match(text, i)  # the usual sequence (a colour), whole in this piece
+                if whole:
+                    i = whole.end()
+                    continue
+            self._step(text[i], out)
+            i += 1
         return "".join(out)
 
     def close(self) -> str:
