@@ -156,3 +156,21 @@ def test_the_local_rsync_cannot_write_a_file_over_the_cap_whatever_the_sender_sa
     left = [p for p in tmp_path.iterdir() if p.name != "big"]
     assert all(p.stat().st_size <= 50_000 for p in left), [(p.name, p.stat().st_size) for p in left]
     assert not dst.exists()
+
+
+def test_checkpoints_come_only_when_asked(project, sshd):
+    assert project.run("up").returncode == 0
+    run_dir = ended_run(project)
+    (run_dir / "checkpoint_epoch_001.keras").write_bytes(os.urandom(1000))
+    (run_dir / "resume_state.json").write_text('{"epoch": 1}')
+    (run_dir / "tensorboard" / "train").mkdir(parents=True)
+    (run_dir / "tensorboard" / "train" / "events.out.tfevents.1700000000.host.1.v2").write_bytes(b"ev")
+    local = project.cwd / "runs" / "r1"
+    r = project.run("fetch", "--run", "r1")
+    assert r.returncode == 0 and "refused" not in r.stdout, r.stdout + r.stderr
+    assert not (local / "checkpoint_epoch_001.keras").exists() and not (local / "resume_state.json").exists()
+    assert (local / "tensorboard" / "train" / "events.out.tfevents.1700000000.host.1.v2").read_bytes() == b"ev"
+    r = project.run("fetch", "--run", "r1", "--checkpoints")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (local / "checkpoint_epoch_001.keras").read_bytes() == (run_dir / "checkpoint_epoch_001.keras").read_bytes()
+    assert (local / "resume_state.json").read_text() == '{"epoch": 1}'
