@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from deploy import config as config_mod
+from deploy import host_text
 from deploy import plan_report
 from deploy.errors import UsageError
 
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", help="another run than the current one")
     s = sub.add_parser("fetch", help="bring results into runs/<run>/, SHA-256 verified")
     s.add_argument("--run", help="another run than the current one")
+    s.add_argument("--max-size", default="8G", metavar="SIZE",
+                   help="leave files larger than this on the host (default: %(default)s; e.g. 500M, 20G)")
+    s.add_argument("--checkpoints", action="store_true",
+                   help="also the per-epoch checkpoints and resume_state.json (to resume on another machine)")
     sub.add_parser("ssh", help="an interactive shell on the host, in the workspace")
     s = sub.add_parser("down", help="release the host (vast: destroy; ssh: forget)")
     s.add_argument("--force", action="store_true", help="even if results were not fetched")
@@ -132,8 +137,9 @@ def cmd_up(ctx: Context) -> int:
     ctx.state.data.update(workspace=facts["workspace"], host_facts=facts)
     ctx.state.save()
     gpus = ", ".join(facts["gpus"]) or "no GPU visible (training will run on CPU)"
+    free = "unknown" if facts["disk_free_gb"] is None else facts["disk_free_gb"]  # df said something else
     print(f"host {host.user}@{host.host}:{host.port} ready: Python {facts['python']}, {gpus}, "
-          f"{facts['disk_free_gb']} GB free in {facts['workspace']}")
+          f"{free} GB free in {facts['workspace']}")
     return 0
 
 
@@ -204,10 +210,13 @@ def cmd_logs(ctx: Context) -> int:
 
 def cmd_fetch(ctx: Context) -> int:
     from deploy.fetch import fetch
+    from deploy.fetch_names import DEFAULT_MAX_SIZE, parse_size
 
+    max_size = parse_size(ctx.args.max_size) if getattr(ctx.args, "max_size", None) else DEFAULT_MAX_SIZE
     ctx.provider.ensure_running()
     with ctx.remote() as remote:
-        result = fetch(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None))
+        result = fetch(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None), max_size=max_size,
+                       checkpoints=getattr(ctx.args, "checkpoints", False))
     lines = plan_report.fetch_lines(Path(result["dest"]), ctx.state) if result["run"] == ctx.state.current_run else []
     if lines:
         print("\n".join(lines))
@@ -287,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](Context(args)) or 0
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # may quote the host's words: never its control characters (host_text.py)
+        print(f"error: {host_text.clean(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted (the run on the host, if any, keeps going)", file=sys.stderr)

@@ -6,7 +6,7 @@ a writable workspace) are one-line errors here rather than surprises in `sync`/`
 
 from __future__ import annotations
 
-from deploy import overlay
+from deploy import host_text, overlay
 from deploy.config import OVERLAY, VENV_MODES
 from deploy.errors import UsageError
 from deploy.layout import Layout
@@ -32,7 +32,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 """
     facts: dict = {"gpus": []}
-    for line in remote.run(script).stdout.splitlines():
+    for line in host_text.clean(remote.run(script).stdout).splitlines():  # the host's words: printed by `up`
         key, _, value = line.partition("=")
         if key == "gpu":
             facts["gpus"].append(value.strip())
@@ -54,5 +54,6 @@ fi
     if tuple(int(x) for x in version.split(".")[:2]) < MIN_PYTHON:
         raise UsageError(f"{probe_py} on {host} is Python {version}; the trainer needs "
                          f"{'.'.join(map(str, MIN_PYTHON))}+: set remote.python to a newer interpreter")
-    facts["disk_free_gb"] = round(int(facts.pop("disk_free_kb") or 0) / 1024**2, 1)
+    free_kb = facts.pop("disk_free_kb", "")
+    facts["disk_free_gb"] = round(int(free_kb) / 1024**2, 1) if free_kb.isdigit() else None  # df unreadable
     return facts

@@ -3,7 +3,8 @@
 Following is `tail -c +OFFSET -F --pid=<run pid>` on the host: it ends by itself when
 the run ends, and we count the bytes received, so when the SSH connection drops we
 reconnect and continue at exactly the next byte (nothing repeated, nothing lost).
-Ctrl-C only stops the viewing; the run is detached and keeps going.
+Ctrl-C only stops the viewing; the run is detached and keeps going. The log is the host's
+text: it reaches the terminal through deploy/host_text.py (no control sequence of its own).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import sys
 import time
 
+from deploy import host_text, runstate
 from deploy.errors import UsageError
 from deploy.layout import Layout
-from deploy import runstate
 from deploy.remote import Remote, rpath
 from deploy.runstate import STATE_SH
 
@@ -48,7 +49,8 @@ def show(remote: Remote, layout: Layout, state, run: str | None = None, lines: i
     r = remote.run(f"tail -n {int(lines)} {rpath(run_dir)}/train.log")
     if not r.ok:
         raise UsageError(f"run {run} has no train.log on {remote.host.host} yet: did `start` succeed?")
-    sys.stdout.write(r.stdout)
+    sys.stdout.write(host_text.clean(r.stdout))
+    sys.stdout.flush()
     status, code = run_state(remote, run_dir)
     print(f"-- run {run}: {status}" + (f" (exit code {code})" if code is not None else ""), file=sys.stderr)
     return 0
@@ -57,12 +59,23 @@ def show(remote: Remote, layout: Layout, state, run: str | None = None, lines: i
 def follow(remote: Remote, layout: Layout, state, run: str | None = None, lines: int = 50) -> int:
     """Stream until the run ends; returns the run's exit code."""
     run, run_dir = _run_dir(layout, state, run)
-    offset = None
     d = rpath(run_dir)
+    screen = host_text.Writer(sys.stdout.buffer)  # one for the whole follow: a sequence may span two reads
+    try:
+        return _follow(remote, run, run_dir, d, lines, screen)
+    finally:
+        screen.close()
+
+
+def _follow(remote: Remote, run: str, run_dir: str, d: str, lines: int, screen: host_text.Writer) -> int:
+    offset = None
     while True:
         probe = remote.run(probe_script(run_dir, lines)).stdout.split()
         if not probe or probe[0] == "missing":
             raise UsageError(f"run {run} does not exist on {remote.host.host}")
+        if len(probe) < 2 or not (probe[0].isdigit() and probe[1].isdigit()):
+            raise UsageError(f"cannot read the size of {run_dir}/train.log on {remote.host.host}: "
+                             f"{host_text.one_line(' '.join(probe))[:160]!r}")
         size, tail_bytes = int(probe[0]), int(probe[1])
         pid = runstate.parse_pid(" ".join(probe[2:]))
         if offset is None:
@@ -71,9 +84,8 @@ def follow(remote: Remote, layout: Layout, state, run: str | None = None, lines:
 
         def out(data: bytes) -> None:
             nonlocal received
-            received += len(data)
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
+            received += len(data)  # the host's bytes, counted before sanitising: the resume offset
+            screen(data)
 
         if pid is None:
             # ended, or not alive (a stale pid after a host restart): print what is left and stop
@@ -96,6 +108,7 @@ def follow(remote: Remote, layout: Layout, state, run: str | None = None, lines:
                              f"`python -m deploy start --resume` continues it")
         # the log may have grown between tail's end and the exit status: print the rest
         remote.stream(f"tail -c +{offset + 1} {d}/train.log", on_bytes=out)
+        screen.close()
         if exit_code == 0:
             print(f"-- run {run} finished (exit code 0); `make fetch` brings the results home", file=sys.stderr)
         else:

@@ -26,6 +26,7 @@ import paramiko
 from fabric import Config, Connection
 from fabric.runners import Remote as FabricRunner
 
+from deploy import host_text
 from deploy.errors import UsageError
 from deploy.providers.base import Host
 
@@ -269,7 +270,7 @@ class Remote:
         """
         if self.conn is None:
             self.connect()
-        out = on_bytes or (lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()))
+        out = on_bytes or host_text.Writer(sys.stdout.buffer)  # the host's output, sanitised (host_text.py)
         try:
             chan = self.conn.transport.open_session()
             chan.set_combine_stderr(True)
@@ -351,5 +352,5 @@ def explain(text: str, code: int | None = None) -> str:
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     if any(DISK_FULL in ln for ln in lines):
         return "the host's disk is full (No space left on device): free space in the workspace, or rent a larger disk"
-    last = lines[-1] if lines else "no output"
+    last = host_text.one_line(lines[-1]) if lines else "no output"
     return f"{last} (exit code {code})" if code is not None else last

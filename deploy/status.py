@@ -1,7 +1,10 @@
 """`status`: one look at the host and the run — state, last epoch, the best model's epoch, GPUs, disk.
 
 Everything comes from one remote command (sections separated by marker lines) so a
-status costs one round trip; the table is drawn with rich.
+status costs one round trip; the table is drawn with rich. Every section is the host's
+word: one that does not parse (an nvidia-smi field over the csv module's 128 KiB limit, a
+`df` that prints words, a watchdog status file with a non-number in it) is shown as
+unreadable, and all host text is drawn through deploy/host_text.py.
 """
 
 from __future__ import annotations
@@ -9,13 +12,35 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 
+from deploy import gpu_stats, host_text
 from deploy.layout import Layout
 from deploy.logs import run_state
 from deploy.remote import Remote, rpath
 
-GPU_QUERY = "index,name,utilization.gpu,memory.used,memory.total"
+# what a section of the host's answer may raise when it is not what the command prints
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, csv.Error)
+
+
+def read_section(info: dict, section: str, parse, default=None):
+    """parse() of one section of the host's answer; one it cannot read is recorded as unreadable."""
+    try:
+        return parse()
+    except _PARSE_ERRORS as exc:
+        kind = "CSV" if isinstance(exc, csv.Error) else type(exc).__name__
+        info.setdefault("unreadable", {})[section] = host_text.one_line(f"{kind}: {exc}")[:160]
+        return default
+
+
+def _disk(lines: list[str]) -> tuple[float, float] | None:
+    words = (lines or [""])[0].split()
+    if not words:
+        return None
+    if len(words) != 2 or not all(w.isdigit() for w in words):
+        raise ValueError(f"df printed {' '.join(words)[:60]!r}, not two numbers")
+    return round(int(words[0]) / 1024**2, 1), round(int(words[1]) / 1024**2, 1)
 
 
 def collect(remote: Remote, layout: Layout, state, provider_facts: dict) -> dict:
@@ -24,7 +49,7 @@ def collect(remote: Remote, layout: Layout, state, provider_facts: dict) -> dict
                   "workspace": layout.workspace, "run": run, "provider_facts": provider_facts}
     script = f"""
 echo @@disk; df -Pk {rpath(layout.workspace)} 2>/dev/null | awk 'NR==2{{print $4, $2}}'
-echo @@gpu; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu={GPU_QUERY} --format=csv,noheader,nounits 2>/dev/null
+echo @@gpu; {gpu_stats.SCRIPT}
 echo @@history; {"cat " + rpath(layout.run_dir(run)) + "/training_history.csv 2>/dev/null" if run else "true"}
 echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null" if run else "true"}
 {watchdog_script(layout)}"""
@@ -36,25 +61,22 @@ echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null
         elif current is not None:
             current.append(line)
 
-    disk = (sections.get("disk") or [""])[0].split()
-    if len(disk) == 2:
-        info["disk_free_gb"] = round(int(disk[0]) / 1024**2, 1)
-        info["disk_total_gb"] = round(int(disk[1]) / 1024**2, 1)
-    gpus = []
-    for row in csv.reader(sections.get("gpu", [])):
-        if len(row) == 5:
-            idx, name, util, used, total = (c.strip() for c in row)
-            gpus.append({"index": idx, "name": name, "utilization_pct": util, "memory_used_mib": used,
-                         "memory_total_mib": total})
-    info["gpus"] = gpus
+    disk = read_section(info, "disk", lambda: _disk(sections.get("disk")))
+    if disk:
+        info["disk_free_gb"], info["disk_total_gb"] = disk
+    gpu_text = "\n".join(sections.get("gpu", []))
+    info["gpus"] = read_section(info, "gpu", lambda: gpu_stats.parse(gpu_text), default=[])
+    if not info["gpus"] and "gpu" not in info.get("unreadable", {}):
+        info["no_gpu"] = gpu_stats.no_gpu_reason(gpu_text)
     if run:
         status, code = run_state(remote, layout.run_dir(run))
         info.update(state=status, exit_code=code)
-        history = list(csv.DictReader(io.StringIO("\n".join(sections.get("history", [])))))
+        history = read_section(info, "history", lambda: list(csv.DictReader(
+            io.StringIO("\n".join(sections.get("history", []))))), default=[])
         if history:
             info["last_epoch"] = history[-1]
             info["epochs_done"] = len(history)
-            best = best_model_epoch(history)
+            best = read_section(info, "history", lambda: best_model_epoch(history))
             if best:
                 info["best_model"] = best
         info["log_tail"] = sections.get("log", [])
@@ -63,7 +85,7 @@ echo @@log; {"tail -n 3 " + rpath(layout.run_dir(run)) + "/train.log 2>/dev/null
     else:
         info["state"] = "no run started"
     if "watchdog" in sections:
-        info["watchdog"] = watchdog_info(sections)
+        info["watchdog"] = read_section(info, "watchdog", lambda: watchdog_info(sections))
     return info
 
 
@@ -109,15 +131,47 @@ def _json(lines: list[str]) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _number(value) -> float | None:
+    """A finite number (the watchdog's times), else None: the file is the host's, not ours."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) else None
+
+
+def _checked_status(st: dict) -> tuple[dict, list[str]]:
+    """The watchdog's status.json with every field we use of the type we use it as; what was not."""
+    bad = []
+    if "at" in st and _number(st["at"]) is None:
+        bad.append("'at' is not a number")
+    will = st.get("will_stop")
+    if will is not None and not (isinstance(will, dict) and isinstance(will.get("rule"), str)
+                                 and _number(will.get("at")) is not None):
+        bad.append("'will_stop' is not a rule and a time")
+        will = None
+    names = [a for a in (st.get("activity"), st.get("training")) if a is not None]
+    if not all(isinstance(a, list) and all(isinstance(x, str) for x in a) for a in names):
+        bad.append("'activity' is not a list of names")
+        names = []
+    last = st.get("last_stop_attempt")
+    if last is not None and not isinstance(last, dict):
+        bad.append("'last_stop_attempt' is not a record")
+        last = None
+    return {"at": _number(st.get("at")), "will_stop": will, "activity": [x for a in names for x in a],
+            "last_stop_attempt": last}, bad
+
+
 def watchdog_info(sections: dict, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     alive = next((ln.split("=", 1)[1] for ln in sections.get("watchdog", []) if ln.startswith("alive=")), "0")
-    st, stopped = _json(sections.get("wd_status", [])), _json(sections.get("wd_stopped", []))
+    alive = alive if alive.isdigit() else "0"
+    st, bad = _checked_status(_json(sections.get("wd_status", [])))
+    stopped = _json(sections.get("wd_stopped", []))
     out = {"running": alive != "0", "pid": int(alive) if alive != "0" else None,
-           "last_tick_at": st.get("at"), "last_tick_age_s": round(now - st["at"]) if st.get("at") else None,
-           "will_stop": st.get("will_stop"), "activity": st.get("activity", []) + st.get("training", []),
-           "last_stop_attempt": st.get("last_stop_attempt") or (stopped or None),
+           "last_tick_at": st["at"], "last_tick_age_s": round(now - st["at"]) if st["at"] else None,
+           "will_stop": st["will_stop"], "activity": st["activity"],
+           "last_stop_attempt": st["last_stop_attempt"] or (stopped or None),
            "log_tail": sections.get("wd_log", [])}
+    if bad:
+        out["unreadable"] = "its status file: " + "; ".join(bad)
     return out
 
 
@@ -139,9 +193,12 @@ def render_watchdog(wd: dict, add_row, escape) -> None:
         add_row("watchdog stops it", escape(f"{will['rule']}: in {_ago(will['at'] - time.time())}{unless}"))
     elif wd["running"]:
         add_row("watchdog stops it", escape(f"not while {', '.join(wd.get('activity') or ['work'])} goes on"))
+    if wd.get("unreadable"):
+        add_row("watchdog status", escape(f"unreadable ({wd['unreadable']})"))
     last = wd.get("last_stop_attempt")
     if last:
-        when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(last["at"])) if last.get("at") else "?"
+        at = _number(last.get("at"))
+        when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at)) if at else "?"
         add_row("last stop attempt", escape(f"{when}: {last.get('result', 'stopped')} ({last.get('reason', '')})"))
     for line in wd.get("log_tail", [])[-1:]:
         add_row("watchdog log", escape(line[-160:]))
@@ -160,8 +217,11 @@ def render(info: dict, as_json: bool = False) -> None:
         print(json.dumps(info, indent=2, sort_keys=True))
         return
     from rich.console import Console
-    from rich.markup import escape
+    from rich.markup import escape as escape_markup
     from rich.table import Table
+
+    def escape(text) -> str:  # a cell of the host's text: one line, no control character, no rich markup
+        return escape_markup(host_text.one_line(str(text)))
 
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
@@ -175,16 +235,18 @@ def render(info: dict, as_json: bool = False) -> None:
     last = info.get("last_epoch")
     if last:
         keys = [k for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate") if k in last]
-        t.add_row("last epoch", "  ".join(f"{k}={_fmt(last[k])}" for k in keys))
+        t.add_row("last epoch", escape("  ".join(f"{k}={_fmt(last[k])}" for k in keys)))
     if "best_model" in info:
-        t.add_row("best model", describe_best(info))
+        t.add_row("best model", escape(describe_best(info)))
     for g in info.get("gpus", []):
-        t.add_row(f"gpu {g['index']}", f"{g['name']}  {g['utilization_pct']}% busy  "
-                                     f"{g['memory_used_mib']}/{g['memory_total_mib']} MiB")
-    if not info.get("gpus"):
-        t.add_row("gpu", "none visible (no nvidia-smi)")
+        t.add_row(escape(f"gpu {g['index']}"), escape(f"{g['name']}  {gpu_stats.describe(g)}"))
+    if not info.get("gpus") and info.get("no_gpu"):
+        t.add_row("gpu", escape(info["no_gpu"]))
     if "disk_free_gb" in info:
-        t.add_row("disk free", f"{info['disk_free_gb']} GB of {info['disk_total_gb']} GB in {info['workspace']}")
+        t.add_row("disk free", escape(f"{info['disk_free_gb']} GB of {info['disk_total_gb']} GB in "
+                                      f"{info['workspace']}"))
+    for section, why in (info.get("unreadable") or {}).items():
+        t.add_row(escape(section), escape(f"unreadable: the host's answer is not what it should be ({why})"))
     for k, v in (info.get("provider_facts") or {}).items():
         t.add_row(escape(str(k)), escape(str(v)))
     if info.get("run"):

@@ -17,21 +17,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import download_dataset
+from deploy import download_dataset, safe_tree
 from deploy.config import AUTO_VENV, OVERLAY
 from deploy.errors import UsageError
 from deploy.http_guard import refuse_plain_http
 from deploy.layout import Layout, project_root
 from deploy.overlay import ensure_overlay
 from deploy.remote import Remote, explain, q, rpath
+from deploy.start import running_runs_script
 
 # The project's code as the host needs it: everything else (.venv, .git, datasets, runs) stays home.
 CODE_FILTER = ["--include=/trainer/***", "--include=/configs/***", "--include=/pyproject.toml",
@@ -78,10 +81,14 @@ def _stat(text: str, label: str) -> int:
     return int(re.sub(r"\D", "", m.group(1))) if m else 0
 
 
-def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None, capture: bool = False) -> Transfer:
+def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None, capture: bool = False,
+          max_file_bytes: int | None = None) -> Transfer:
     """Run rsync with our SSH settings; progress on a terminal, `Transfer` from --stats.
 
     `capture`: no progress display; the output lines (e.g. --itemize-changes) come back in .listing.
+    `max_file_bytes` (a copy from the host to here): the kernel refuses the local rsync any file
+    larger than this (RLIMIT_FSIZE), whatever sizes the host's rsync announced; a file vanishing
+    on the host, or refused so, is a partial transfer (exit 23) the caller's checks deal with.
     """
     cmd = [require_local_rsync(), "-a", "-s", "--stats", f"--partial-dir={PARTIAL_DIR}",
            "-e", shlex.join(remote.ssh_argv())]
@@ -90,7 +97,8 @@ def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None
         cmd.append("--info=progress2")
     if bwlimit:
         cmd.append(f"--bwlimit={bwlimit}")
-    proc = subprocess.Popen(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_file_size_cap(max_file_bytes) if max_file_bytes else None)
     err_chunks: list[bytes] = []
     err_reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
     err_reader.start()
@@ -109,13 +117,21 @@ def rsync(remote: Remote, args: list[str], what: str, bwlimit: int | None = None
     err_reader.join()
     stderr = b"".join(err_chunks).decode(errors="replace")
     stats = out.decode(errors="replace")
-    if code not in (0, 24):  # 24: files vanished while copying (a log being rotated): harmless
-        raise UsageError(f"{what} failed: {rsync_error(stderr, code, remote)}")
+    harmless = (0, 24, 23) if max_file_bytes else (0, 24)  # 24: files vanished while copying (a rotated log)
+    if code not in harmless:
+        raise UsageError(f"{what} failed: {rsync_error(stderr, code, remote, into_here=bool(max_file_bytes))}")
     return Transfer(_stat(stats, "Total bytes sent"), _stat(stats, "Total bytes received"),
                     _stat(stats, "Total file size"), listing=stats.splitlines() if capture else [])
 
 
-def rsync_error(stderr: str, code: int, remote: Remote) -> str:
+def _file_size_cap(limit: int):
+    def cap() -> None:  # in the child, before exec: a write past `limit` fails with EFBIG (no SIGXFSZ kill)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return cap
+
+
+def rsync_error(stderr: str, code: int, remote: Remote, into_here: bool = False) -> str:
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
         return (f"the host key of {remote.host.host} does not match the one pinned in {remote.known_hosts}: "
                 f"forget it with `ssh-keygen -R` on that file if the host was really reinstalled")
@@ -126,6 +142,8 @@ def rsync_error(stderr: str, code: int, remote: Remote) -> str:
     if "rsync: command not found" in stderr or "rsync: not found" in stderr or code == 127:
         return f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync)"
     if "No space left on device" in stderr:
+        if into_here:
+            return "this machine's disk is full: free space here and run the same command again"
         return f"the disk of {remote.host.host} is full: free space in the workspace or use a larger disk"
     if code == 20:
         return "interrupted: run the same command again to resume where it stopped"
@@ -157,7 +175,7 @@ def local_size(path: Path) -> int:
 
 
 def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> dict[str, int]:
-    """One round trip before any transfer: rsync is there, the folders exist, the data fits.
+    """One round trip before any transfer: no run is alive, rsync is there, the folders exist, the data fits.
 
     Checking room first matters: rsync would otherwise fail half-way through, hours later.
     """
@@ -170,23 +188,40 @@ def prepare(remote: Remote, layout: Layout, folders: list[tuple[Path, str]]) -> 
     counts = "".join(f'echo "files{i}=$(find {rpath(t)} -type f ! -path \'*/{PARTIAL_DIR}/*\' 2>/dev/null | wc -l)"\n'
                      for i, (_, t) in enumerate(folders))
     r = remote.run(f"""
+echo "running=$({{ {running_runs_script(layout)} }} | tr '\\n' ' ')"
 command -v rsync >/dev/null 2>&1 || {{ echo rsync=missing; exit 0; }}
 mkdir -p {" ".join(rpath(t) for t in targets)} || exit 3
 echo "free_kb=$(df -Pk {rpath(layout.workspace)} | awk 'NR==2{{print $4}}')"
 echo "present_kb=$(du -sk {present} 2>/dev/null | awk '{{s+=$1}} END {{print s+0}}')"
 {counts}""")
     facts = dict(line.partition("=")[::2] for line in r.stdout.splitlines() if "=" in line)
+    refuse_under_a_live_run(remote, facts.get("running", "").split())
     if facts.get("rsync") == "missing":
         raise UsageError(f"rsync is not installed on {remote.host.host}: install it there (apt-get install rsync), "
                          f"or use the project's image")
     if not r.ok:
         raise UsageError(f"cannot create the workspace folders on {remote.host.host}: {explain(r.stderr, r.exited)}")
-    free_kb, present_kb = int(facts.get("free_kb") or 0), int(facts.get("present_kb") or 0)
+    free_kb, present_kb = _count(facts.get("free_kb")), _count(facts.get("present_kb"))
     need_kb = sum(local_size(local) for local, _ in folders) // 1024
     if free_kb and need_kb > free_kb + present_kb:
         raise UsageError(f"the data needs {human(need_kb * 1024)} but {remote.host.host} has "
                          f"{human(free_kb * 1024)} free in {layout.workspace}: free space there or use a larger disk")
-    return {t: int(facts.get(f"files{i}") or 0) for i, (_, t) in enumerate(folders)}
+    return {t: _count(facts.get(f"files{i}")) for i, (_, t) in enumerate(folders)}
+
+
+def _count(text: str | None) -> int:
+    """A number the host printed (df, du, wc); 0 (unknown: that check is skipped) when it is not one."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else 0
+
+
+def refuse_under_a_live_run(remote: Remote, running: list[str]) -> None:
+    """The code sync mirrors with --delete and a changed venv is rebuilt (rm -rf): neither may happen
+    under a run that is alive (deploy/runstate.py's rule, as start, logs and fetch use it)."""
+    if running:
+        raise UsageError(f"run {running[0]} is running on {remote.host.host}: sync would replace its code (and "
+                         f"its venv) under it; stop it first with `python -m deploy stop` (it saves a checkpoint; "
+                         f"`python -m deploy start --resume` continues it), or wait for it to end (`make logs`)")
 
 
 def local_files(path: Path) -> int:
@@ -221,17 +256,33 @@ def sync_folder(remote: Remote, local: Path, target: str, what: str, bwlimit: in
     return t
 
 
+def host_program(*modules) -> str:
+    """One `python3 -c` program made of stdlib-only modules of deploy/ (the host has no deploy
+    package): each but the last is registered as `deploy.<name>` in sys.modules, then the last
+    runs as __main__ (so `from deploy.safe_tree import ...` works there as it does here)."""
+    lines = ["import sys, types", "sys.modules.setdefault('deploy', types.ModuleType('deploy'))"]
+    for module in modules[:-1]:
+        name = module.__name__
+        lines += [f"_m = sys.modules[{name!r}] = types.ModuleType({name!r})",
+                  f"exec(compile({Path(module.__file__).read_text()!r}, {name!r}, 'exec'), _m.__dict__)"]
+    main = modules[-1]
+    lines.append(f"exec(compile({Path(main.__file__).read_text()!r}, {main.__name__!r}, 'exec'), "
+                 f"{{'__name__': '__main__'}})")
+    return "\n".join(lines) + "\n"
+
+
 def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
-    """The host fetches the archive itself; secrets travel on the SSH channel's stdin only."""
+    """The host fetches the archive itself; what it needs travels on the SSH channel's stdin only,
+    and for Kaggle that is a signed link resolved here (deploy/kaggle.py), never the account's key."""
     ds = config["dataset"]
-    url, headers = download_dataset.source(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
-    if headers:
-        refuse_plain_http(url, "the dataset credentials", "dataset.url" if ds["url"] else "DEPLOY_KAGGLE_API")
+    if ds["url"] and ds["token_env"]:
+        refuse_plain_http(ds["url"], "the dataset credentials", "dataset.url")
+    spec = download_dataset.for_host(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
     py = Layout.host_python(config)
-    source = Path(download_dataset.__file__).read_text()
-    print(f"the host downloads the dataset from {download_dataset.redact(url)}")
-    script = f"{q(py)} -c {q(source)} --dest {rpath(layout.dataset)} --work {rpath(layout.workspace + '/.download')}"
-    code = remote.stream(script, stdin=(json.dumps({"url": url, "headers": headers}) + "\n").encode())
+    print(f"the host downloads the dataset from {download_dataset.redact(spec['url'])}")
+    program = host_program(safe_tree, download_dataset)
+    script = f"{q(py)} -c {q(program)} --dest {rpath(layout.dataset)} --work {rpath(layout.workspace + '/.download')}"
+    code = remote.stream(script, stdin=(json.dumps(spec) + "\n").encode())
     if code is None:
         raise UsageError("lost the connection during the dataset download: run `sync` again to resume it")
     if code != 0:

@@ -11,15 +11,20 @@ killed with -9) sshd hangs the terminal up and TensorBoard gets SIGHUP; on a cle
 we also kill it by its pid file. The training is a separate `setsid` process (see
 start.py) that none of this touches.
 
-The first line on stdout is exactly `TensorBoard: http://127.0.0.1:PORT/` (scripts read
-it); everything else goes to stderr. After a dropped link we reconnect, start a new
-TensorBoard and keep the same local port, so the open browser tab keeps working.
+The local port is not open to everyone who can reach 127.0.0.1 (other local users, a web page
+rebinding its name to 127.0.0.1): TensorBoard serves under a random path prefix
+(`--path_prefix`), and the tunnel forwards only requests under it with a local Host header
+(deploy/tunnel_gate.py). The first line on stdout is exactly
+`TensorBoard: http://127.0.0.1:PORT/<secret>/` (scripts read it); everything else goes to
+stderr. After a dropped link we reconnect, start a new TensorBoard (same prefix) and keep the
+same local port, so the open browser tab keeps working.
 """
 
 from __future__ import annotations
 
 import collections
 import re
+import secrets
 import signal
 import sys
 import time
@@ -27,6 +32,7 @@ import uuid
 
 import paramiko
 
+from deploy import host_text
 from deploy.errors import UsageError
 from deploy.layout import Layout
 from deploy.remote import Remote, explain, q, rpath
@@ -51,8 +57,9 @@ def logdir_for(layout: Layout, state, run: str | None, all_runs: bool) -> tuple[
 class RemoteTensorBoard:
     """One TensorBoard process on the host, owned by this command (pid file per session)."""
 
-    def __init__(self, remote: Remote, python: str, logdir: str, workspace: str):
+    def __init__(self, remote: Remote, python: str, logdir: str, workspace: str, path_prefix: str = ""):
         self.remote, self.python, self.logdir = remote, python, logdir
+        self.path_prefix = path_prefix
         self.pid_file = f"{workspace}/.deploy-tensorboard/{uuid.uuid4().hex[:12]}.pid"
         self.chan: paramiko.Channel | None = None
         self.port: int | None = None
@@ -92,7 +99,8 @@ test -d {d} && echo logdir
         """Start it (ending the one this session started before a dropped link); returns its port."""
         script = (f"mkdir -p {rpath(self.pid_file.rsplit('/', 1)[0])} && {self._pid_kill()}; "
                   f"echo $$ > {rpath(self.pid_file)} && "
-                  f"exec {q(self.python)} -m tensorboard.main --logdir {rpath(self.logdir)} --host 127.0.0.1 --port 0")
+                  f"exec {q(self.python)} -m tensorboard.main --logdir {rpath(self.logdir)} --host 127.0.0.1 --port 0"
+                  + (f" --path_prefix {q(self.path_prefix)}" if self.path_prefix else ""))
         transport = self.remote.conn.transport
         self.chan = transport.open_session(timeout=30)
         self.chan.get_pty(width=200)  # the hang-up on a lost session is what ends it (see the module doc)
@@ -118,7 +126,7 @@ test -d {d} && echo logdir
                          f"{START_TIMEOUT} s: {explain(chr(10).join(self.output))}")
 
     def _keep(self, data: bytes) -> None:
-        for line in data.decode(errors="replace").splitlines():
+        for line in host_text.clean(data).splitlines():  # the host's words: no control sequence of theirs
             if line.strip():
                 self.output.append(line.strip())
 
@@ -152,13 +160,14 @@ def serve(connect, layout: Layout, config: dict, state, run: str | None = None, 
     """Run until Ctrl-C / SIGTERM; `connect(retry_for)` returns a connected Remote."""
     what, logdir = logdir_for(layout, state, run, all_runs)
     remote: Remote | None = None
+    prefix = "/" + secrets.token_urlsafe(24)  # the URL's secret: 192 random bits, kept across reconnects
     forward = LocalForward(lambda: remote.conn.transport if remote is not None and remote.conn else None,
-                           local_port=port or 0)  # bound first: a busy --port fails before the host is touched
+                           local_port=port or 0, path_prefix=prefix)  # bound first: a busy --port fails early
     old_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     tb = None
     try:
         remote = connect(30)
-        tb = RemoteTensorBoard(remote, layout.python(config), logdir, layout.workspace)
+        tb = RemoteTensorBoard(remote, layout.python(config), logdir, layout.workspace, path_prefix=prefix)
         tb.preflight()
         if not forward.forwarding_allowed():  # asked before TensorBoard starts, not after
             raise UsageError(f"{remote.host.host} refuses SSH port forwarding: allow it in the host's sshd_config "

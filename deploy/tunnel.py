@@ -8,6 +8,10 @@ instance. Hand-written because paramiko ships local forwarding only as a demo sc
 (demos/forward.py) and the `sshtunnel` package would open a second connection of its own,
 which could not follow a reconnect; here the listener stays on the same local port while
 the transport under it is replaced (`transport` is a callable read on every connection).
+
+With `path_prefix`, the port serves HTTP to this machine's browser only: each connection's
+first request is checked by deploy/tunnel_gate.py (the secret prefix, a local Host header)
+before a channel is opened.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Callable
 
 import paramiko
 
+from deploy import tunnel_gate
 from deploy.errors import UsageError
 
 
@@ -28,8 +33,9 @@ class ForwardRefused(Exception):
 
 class LocalForward:
     def __init__(self, transport: Callable[[], paramiko.Transport | None], remote_port: int = 0,
-                 local_port: int = 0, remote_host: str = "127.0.0.1"):
+                 local_port: int = 0, remote_host: str = "127.0.0.1", path_prefix: str | None = None):
         self.transport = transport
+        self.path_prefix = path_prefix  # '/<secret>': HTTP under it, from a local Host, only
         self.remote_host, self.remote_port = remote_host, remote_port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,7 +53,7 @@ class LocalForward:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.local_port}/"
+        return f"http://127.0.0.1:{self.local_port}{self.path_prefix or ''}/"
 
     # -- channels --------------------------------------------------------------------
     def open_channel(self, src=("127.0.0.1", 0), timeout: float = 10) -> paramiko.Channel:
@@ -96,12 +102,29 @@ class LocalForward:
             threading.Thread(target=self._serve, args=(client, peer), name="forward-conn", daemon=True).start()
 
     def _serve(self, client: socket.socket, peer) -> None:
+        first = b""
+        if self.path_prefix is not None:
+            try:
+                head, rest = tunnel_gate.read_head(client)
+                first = tunnel_gate.check(head, self.path_prefix, self.local_port) + rest
+            except tunnel_gate.Refusal as refusal:
+                try:
+                    client.sendall(refusal.response())
+                except OSError:
+                    pass
+                client.close()
+                return
+            except OSError:
+                client.close()
+                return
         try:
             chan = self.open_channel(src=peer)
         except ForwardRefused:
             client.close()  # the browser sees a reset connection and retries; the link is being rebuilt
             return
         try:
+            if first:
+                chan.sendall(first)
             while not self._stopped.is_set():
                 ready, _, _ = select.select([client, chan], [], [], 1.0)
                 if client in ready:

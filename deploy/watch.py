@@ -20,7 +20,7 @@ import sys
 import time
 import types
 
-from deploy import gpu_stats, status
+from deploy import gpu_stats, host_text, status
 from deploy.errors import UsageError
 from deploy.remote import rpath
 
@@ -48,10 +48,10 @@ def parse_epoch_line(line: str) -> dict | None:
 
 
 def extra_script(run_dir: str | None) -> str:
-    """sh: the GPU table and the last epoch line (bounded: only the log's last MB is searched)."""
+    """sh: the last epoch line (bounded: only the log's last MB is searched); status.collect has the rest."""
     epoch = (f"tail -c 1000000 {rpath(run_dir)}/train.log 2>/dev/null | grep -E 'epoch +[0-9]+/[0-9]+' | tail -n 1"
              if run_dir else "true")
-    return f"echo @@gpu; {gpu_stats.SCRIPT}\necho @@epoch; {epoch}\n"
+    return f"echo @@epoch; {epoch}\n"
 
 
 def sections(text: str) -> dict[str, list[str]]:
@@ -69,11 +69,8 @@ def snapshot(remote, layout, state, run: str | None) -> dict:
     """Everything one refresh shows (three SSH round trips: status.collect's two and ours)."""
     run = run or state.current_run
     view = types.SimpleNamespace(current_run=run, runs=state.runs)  # collect() reads only these two
-    info = status.collect(remote, layout, view, {})
+    info = status.collect(remote, layout, view, {})  # GPUs (gpu_stats), disk, history, log tail, watchdog
     extra = sections(remote.run(extra_script(layout.run_dir(run) if run else None)).stdout)
-    gpu_text = "\n".join(extra.get("gpu", []))
-    info["gpu_stats"] = gpu_stats.parse(gpu_text)
-    info["no_gpu"] = gpu_stats.no_gpu_reason(gpu_text)
     info["epoch_line"] = (extra.get("epoch") or [""])[-1].strip()
     info["epoch_info"] = parse_epoch_line(info["epoch_line"])
     return info
@@ -91,7 +88,8 @@ def money(facts: dict) -> str:
 
 
 def rows(info: dict, facts: dict) -> list[tuple[str, str]]:
-    """The view as (label, text) rows; the terminal and the plain output print the same rows."""
+    """The view as (label, text) rows; the terminal and the plain output print the same rows, each one
+    line of text with no control character of the host's (deploy/host_text.py)."""
     out = [("host", f"{info['host']}  provider {facts.get('provider', '?')}")]
     state = info.get("state", "")
     if info.get("exit_code") is not None:
@@ -110,17 +108,21 @@ def rows(info: dict, facts: dict) -> list[tuple[str, str]]:
         out.append(("epoch", "none finished yet"))
     if "best_model" in info:
         out.append(("best model", status.describe_best(info)))
-    for g in info.get("gpu_stats", []):
+    for g in info.get("gpus", []):
         out.append((f"gpu {g['index']}", f"{g['name']}  {gpu_stats.describe(g)}"))
     if info.get("no_gpu"):
         out.append(("gpu", info["no_gpu"]))
     if "disk_free_gb" in info:
         out.append(("disk free", f"{info['disk_free_gb']} GB of {info['disk_total_gb']} GB"))
+    for section, why in (info.get("unreadable") or {}).items():
+        out.append((section, f"unreadable: the host's answer is not what it should be ({why})"))
+    if (info.get("watchdog") or {}).get("unreadable"):
+        out.append(("watchdog", f"unreadable ({info['watchdog']['unreadable']})"))
     out.append(("spent", money(facts)))
     last = next((ln.strip() for ln in reversed(info.get("log_tail", [])) if ln.strip()), "")
     if last and not parse_epoch_line(last):  # an epoch line is already the epoch row
         out.append(("log", last[-160:]))
-    return out
+    return [(host_text.one_line(label), host_text.one_line(text)) for label, text in out]
 
 
 class _Plain:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 import time
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -103,7 +102,6 @@ def test_missing_local_rsync_is_one_line(project, tmp_path):
 
 # -- datasets the host downloads itself ------------------------------------------------
 SECRET = "s3cr3t-token-never-on-disk"
-KAGGLE_USER, KAGGLE_KEY = "alice", "kaggle-key-never-on-disk"
 
 
 def tar_gz_of_dataset() -> bytes:
@@ -118,21 +116,11 @@ def tar_gz_of_dataset() -> bytes:
     return buf.getvalue()
 
 
-def zip_of_dataset() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for cls in ("fight", "nofight"):
-            zf.writestr(f"{cls}/clip.mp4", f"{cls}".encode() * 500)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def archive_server():
-    """127.0.0.1 HTTP server: /data.tar.gz needs the bearer token, the Kaggle API path basic auth."""
+    """127.0.0.1 HTTP server: /data.tar.gz needs the bearer token (Kaggle: test_dataset_download.py)."""
     seen = []
-    bodies = {"/data.tar.gz?sig=abc": (f"Bearer {SECRET}", tar_gz_of_dataset()),
-              "/api/v1/datasets/download/owner/violence-set": (
-                  "Basic " + base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode()).decode(), zip_of_dataset())}
+    bodies = {"/data.tar.gz?sig=abc": (f"Bearer {SECRET}", tar_gz_of_dataset())}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -188,19 +176,6 @@ def test_host_downloads_an_https_archive_with_a_token_from_the_environment(proje
     project.write_config(dataset={"url": url.replace("sig=abc", "sig=other")})
     bad = project.run("sync", env={"DATASET_TOKEN": "nope"})
     assert bad.returncode == 2 and "HTTP 404" in bad.stdout + bad.stderr
-
-
-def test_host_downloads_a_kaggle_dataset(project, archive_server, tmp_path):
-    project.write_config(dataset={"path": None, "kaggle": "owner/violence-set"})
-    assert project.run("up").returncode == 0
-    env = {"DEPLOY_KAGGLE_API": f"http://127.0.0.1:{archive_server.server_port}/api/v1",
-           "KAGGLE_USERNAME": KAGGLE_USER, "KAGGLE_KEY": KAGGLE_KEY, "HOME": str(tmp_path)}
-    r = project.run("sync", env=env)
-    assert r.returncode == 0, r.stderr
-    assert (project.workspace / "dataset" / "fight" / "clip.mp4").read_bytes() == b"fight" * 500
-    assert_secret_nowhere(project, tmp_path, KAGGLE_KEY, r.stdout, r.stderr)
-    no_creds = project.run("sync", env={"HOME": str(tmp_path), "KAGGLE_USERNAME": "", "KAGGLE_KEY": ""})
-    assert no_creds.returncode == 2 and "KAGGLE_USERNAME" in no_creds.stderr
 
 
 # A pyproject whose build backend lives in the tree and whose extras pull nothing: pip
@@ -337,3 +312,40 @@ def test_the_feature_cache_sync_never_deletes_what_the_host_extracted(project):
     assert project.run("sync").returncode == 0
     assert extracted_there.read_bytes() == b"extracted on the host"
     assert (project.workspace / "cache" / "features" / "a.npy").is_file()
+
+
+# -- a live run is never pulled out from under -------------------------------------------
+def test_sync_refuses_to_replace_code_or_venv_under_a_live_run(project):
+    """A run is alive on the host (deploy/runstate.py's rule): sync would --delete its code and may
+    rebuild (rm -rf) its venv; it refuses before changing anything and says how to stop the run."""
+    from deploy.runstate import RUN_MARK
+
+    make_dataset(project.cwd / "dataset")
+    assert project.run("up").returncode == 0
+    assert project.run("sync").returncode == 0
+    stale = project.workspace / "app" / "trainer" / "imported_later.py"  # gone here: --delete would remove it
+    stale.write_text("# a module the running trainer imports at its end\n")
+    venv = project.workspace / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".deploy-stamp").write_text("an older stamp\n")
+    run_dir = project.remote_run_dir("r1")
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen(["sh", "-c", "sleep 120", str(run_dir / "run.sh"), RUN_MARK], start_new_session=True)
+    (run_dir / "pid").write_text(f"{holder.pid}\n")
+    try:
+        for python in (None, "auto-venv"):
+            if python:
+                project.write_config(remote={"python": python})
+            r = project.run("sync")
+            assert r.returncode == 2, r.stdout + r.stderr
+            line = r.stderr.strip().splitlines()[-1]
+            assert "run r1 is running" in line and "python -m deploy stop" in line, line
+            assert stale.is_file(), "the code under the live run was --deleted"
+            assert (venv / ".deploy-stamp").read_text() == "an older stamp\n" and (venv / "bin").is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    project.write_config(remote={"python": sys.executable})
+    r = project.run("sync")  # the run is over: sync goes ahead
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists()

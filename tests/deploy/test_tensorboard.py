@@ -18,7 +18,7 @@ from tests.deploy.watch_support import deploy_and_start, epoch_trainer, run_aliv
 
 pytest.importorskip("tensorboard")
 
-URL_LINE = re.compile(r"^TensorBoard: http://127\.0\.0\.1:(\d+)/$")
+URL_LINE = re.compile(r"^TensorBoard: http://127\.0\.0\.1:(\d+)(/[A-Za-z0-9_-]{20,}/)$")  # port, secret prefix
 
 
 def write_events(run_dir, steps: int = 3) -> None:
@@ -68,7 +68,7 @@ def test_tensorboard_of_a_running_run_answers_here_survives_a_drop_and_stops_alo
     try:
         assert URL_LINE.match(first.rstrip("\n")), (first, "".join(err))
         assert int(URL_LINE.match(first.rstrip("\n")).group(1)) == port
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}" + URL_LINE.match(first.rstrip("\n")).group(2).rstrip("/")
         status, page = get(base + "/")
         assert status == 200 and "<title>TensorBoard</title>" in page
         status, runs = get(base + "/data/runs")
@@ -140,6 +140,55 @@ def test_a_host_that_refuses_forwarding_is_one_line_before_tensorboard_starts(pr
     assert r.returncode == 2 and r.stdout == ""
     assert "refuses SSH port forwarding" in r.stderr and "AllowTcpForwarding" in r.stderr, r.stderr
     assert not list((project.workspace / ".deploy-tensorboard").glob("*.pid"))
+
+
+def raw_get(port: int, target: str, host: str, extra: str = "") -> bytes:
+    """One HTTP/1.1 request as a browser (or a DNS-rebinding page) would send it; the raw answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n{extra}".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.slow
+def test_the_tunnel_serves_only_its_secret_prefix_to_local_host_names(project, epoch_trainer, sshd):
+    """Another local user or a web page (DNS rebinding: evil.example resolving to 127.0.0.1) can reach
+    the local port, but not TensorBoard: the URL carries a random path prefix (TensorBoard's
+    --path_prefix), and only Host headers of 127.0.0.1/localhost are served."""
+    run = deploy_and_start(project)
+    write_events(project.remote_run_dir(run))
+    proc, first, err = start_tensorboard(project)
+    try:
+        m = URL_LINE.match(first.rstrip("\n"))
+        assert m, (first, "".join(err))
+        port, prefix = int(m.group(1)), m.group(2)
+        answer = raw_get(port, prefix + "data/environment", f"127.0.0.1:{port}")
+        assert status_of(answer) == 200 and b"data_location" in answer, answer[:400]
+        assert status_of(raw_get(port, prefix + "data/runs", f"localhost:{port}")) == 200
+        # without the prefix, or with a guessed one: nothing reaches TensorBoard
+        for target in ("/data/environment", "/", "/" + "A" * 32 + "/data/environment",
+                       prefix + "../data/environment", prefix.rstrip("/") + "x/data/environment"):
+            answer = raw_get(port, target, f"127.0.0.1:{port}")
+            assert status_of(answer) == 404 and b"data_location" not in answer, (target, answer[:200])
+        # a page served by evil.example that rebound its name to 127.0.0.1 (it even knows the prefix)
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", ""):
+            answer = raw_get(port, prefix + "data/environment", host)
+            assert status_of(answer) in (400, 403) and b"data_location" not in answer, (host, answer[:200])
+        # a second request smuggled behind a good one on the same connection is never served
+        answer = raw_get(port, prefix + "data/runs", f"127.0.0.1:{port}",
+                         extra=f"GET /data/environment HTTP/1.1\r\nHost: evil.example:{port}\r\n\r\n")
+        assert answer.count(b"HTTP/1.") == 1 and b"data_location" not in answer, answer[:400]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _alive(pid: int) -> bool:

@@ -192,9 +192,9 @@ def test_watch_and_tensorboard_on_vast_money_spent_ctrl_c_and_a_stopped_instance
     proc = vast.project.popen("tensorboard", env=vast.env())
     try:
         first = proc.stdout.readline()
-        m = re.fullmatch(r"TensorBoard: http://127\.0\.0\.1:(\d+)/\n", first)
+        m = re.fullmatch(r"TensorBoard: (http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]{20,}/)\n", first)
         assert m, (first, proc.stderr.read() if proc.poll() is not None else "")
-        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/", timeout=30) as page:
+        with urllib.request.urlopen(m.group(1), timeout=30) as page:
             assert page.status == 200 and "<title>TensorBoard</title>" in page.read().decode()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
