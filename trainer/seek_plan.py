@@ -105,10 +105,7 @@ def decode_runs(path: str | Path, index: VideoIndex, runs: list[Run], convert: C
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             ctx = stream.codec_context
-            if threads == 1:
-                ctx.thread_type, ctx.thread_count = "NONE", 1
-            else:
-                ctx.thread_type, ctx.thread_count = "AUTO", threads or 0
+            set_threads(ctx, threads)
             for run in runs:
                 remaining = set(run.targets)
                 wanted_pts = {index.pts[j] for j in remaining}
@@ -134,6 +131,15 @@ def decode_runs(path: str | Path, index: VideoIndex, runs: list[Run], convert: C
     except av.FFmpegError as exc:
         raise SeekFailed(f"decoder error: {exc}") from None
     return got, decoded, kept
+
+
+def set_threads(ctx, threads: int | None) -> None:
+    """FFmpeg decoding threads of a PyAV codec context: 1 = none (parallel processes
+    decode one video each), None = FFmpeg's choice, else that many."""
+    if threads == 1:
+        ctx.thread_type, ctx.thread_count = "NONE", 1
+    else:
+        ctx.thread_type, ctx.thread_count = "AUTO", threads or 0
 
 
 def _packets_from_key(container, stream, ctx, index: VideoIndex, key: int) -> Iterator:

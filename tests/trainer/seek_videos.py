@@ -18,31 +18,16 @@ import numpy as np
 
 from tests.trainer import videos as tv
 
-BITS = 16
-W, H = 128, 96  # a 4 x 4 grid of 32 x 24 blocks
+W, H = 128, 96
+ROWS = 4  # a 4 x 4 grid of 32 x 24 blocks: 16 bits
 
 
 def indexed_frame(i: int) -> np.ndarray:
-    """A BGR frame whose 16 blocks spell i in binary (block k white = bit k set)."""
-    frame = np.zeros((H, W, 3), np.uint8)
-    bw, bh = W // 4, H // 4
-    for k in range(BITS):
-        if (i >> k) & 1:
-            r, c = divmod(k, 4)
-            frame[r * bh:(r + 1) * bh, c * bw:(c + 1) * bw] = 255
-    return frame
+    return tv.indexed_frame(i, ROWS, (W, H))
 
 
 def read_index(rgb: np.ndarray) -> int:
-    """Inverse of indexed_frame on a (resized) decoded frame: the centre of each block."""
-    h, w = rgb.shape[:2]
-    grey = rgb.mean(axis=2)
-    value = 0
-    for k in range(BITS):
-        r, c = divmod(k, 4)
-        if grey[int((r + 0.5) * h / 4), int((c + 0.5) * w / 4)] > 127:
-            value |= 1 << k
-    return value
+    return tv.read_index(rgb, ROWS)
 
 
 def encode(path: Path, frames, fps: float, codec_args: list[str]) -> Path:
