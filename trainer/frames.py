@@ -20,13 +20,15 @@ How, per video, whichever decodes fewer frames (trainer/seek_plan.py has the cos
   decode) and only the wanted frames are retrieve()d (colour-converted and copied).
   Reading to the end also tells the TRUE frame count; when the container reported a
   different count, the indices are re-picked for the true count and, only then, a
-  second pass fetches them. Short clips, and any file whose container index is missing
-  or disagrees with its header, take this path: it is how every damaged file is judged.
+  second pass fetches them. Short clips whose every frame is a reference (no B-frames),
+  and any file whose container index is missing or disagrees with its header, take this
+  path: it is how every damaged file is judged.
 - keyframe seeks: the container's packet list (trainer/video_index.py, no decoding)
   gives every frame's timestamp and the keyframes; decoding starts at the keyframe
-  before each sampled frame and skips the groups of pictures that hold none. Long
-  videos take this path; the frames are byte-identical to the sequential pass's, and
-  anything unexpected on the way falls back to the sequential pass.
+  before each sampled frame, skips the groups of pictures that hold none, and lets the
+  decoder drop the B-frames no other frame refers to. Long videos, and short ones full
+  of B-frames, take this path; the frames are byte-identical to the sequential pass's,
+  and anything unexpected on the way falls back to the sequential pass.
 
 OpenCV's own seek (CAP_PROP_POS_FRAMES), which the seed used once per sampled frame,
 starts 16 frames early, lands a whole group of pictures back when the target is near a
@@ -195,12 +197,12 @@ def _by_seeking(path: Path, index, wanted: list[int], size: int, threads: int | 
     from trainer import seek_plan
 
     runs = seek_plan.plan_runs(index, wanted + [0])  # frame 0: the check below
-    if runs is None or not (force or seek_plan.worth_seeking(runs, len(index))):
+    if runs is None or not (force or seek_plan.worth_seeking(index, runs)):
         return None
     try:
         got, decoded, first_bgr = seek_plan.decode_runs(path, index, runs, lambda bgr: to_rgb(bgr, size),
                                                         threads, keep_bgr=0)
-    except seek_plan.SeekFailed:
+    except Exception:  # noqa: BLE001  (SeekFailed, or anything PyAV raises: the sequential pass decides)
         return None
     # Two FFmpeg builds decode here (OpenCV's and PyAV's). They agree bit for bit on every
     # codec we test; this per-video check keeps it so whatever either library's version.

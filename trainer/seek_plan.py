@@ -42,10 +42,14 @@ from trainer.video_index import VideoIndex
 
 # What starting a run costs beyond the frames it decodes, in frames decoded: the seek,
 # the keyframe (an intra picture decodes slower than the others) and the frames the
-# decoder holds back to reorder B-frames. Measured on x264 720p (bench/frame_sampling.py):
-# the split between plans follows frame counts closely, the constant matters only near
-# the break-even point.
+# decoder holds back to reorder B-frames. An estimate; it matters only near break-even.
 RUN_OVERHEAD_FRAMES = 8
+# Share of the B-frames on the way to a sampled frame that must still be decoded: the
+# others are referred to by no frame and are skipped (skip_frame=NONREF). x264's default
+# B-pyramid keeps about one B-frame in three or four as a reference (its 720p clips in
+# bench/frame_sampling.py: 79 % of B-frames skipped); one in two leaves room for encoders
+# that keep more.
+BFRAME_COST = 0.5
 # Seek only when the plan decodes at most this share of what a sequential pass decodes:
 # the sequential pass is the path every damaged file has always taken (no surprises), so
 # it keeps the benefit of the doubt near break-even.
@@ -83,13 +87,22 @@ def plan_runs(index: VideoIndex, wanted: list[int]) -> list[Run] | None:
     return runs
 
 
-def plan_cost(runs: list[Run]) -> int:
-    """Frames decoded by the plan, in units of one decoded frame (overheads included)."""
-    return sum(r.last - r.key + 1 + RUN_OVERHEAD_FRAMES for r in runs)
+def plan_cost(index: VideoIndex, runs: list[Run]) -> float:
+    """Frames the plan decodes, in units of one decoded frame (overheads included): every
+    frame from each run's keyframe to its last target, B-frames that are not targets at
+    BFRAME_COST."""
+    cost = 0.0
+    b = index.bframes_before
+    for r in runs:
+        span = r.last - r.key + 1
+        skippable = b[r.last + 1] - b[r.key] - sum(b[j + 1] - b[j] for j in r.targets)
+        cost += span - (1 - BFRAME_COST) * skippable + RUN_OVERHEAD_FRAMES
+    return cost
 
 
-def worth_seeking(runs: list[Run] | None, total_frames: int) -> bool:
-    return runs is not None and plan_cost(runs) <= SEEK_WORTH * total_frames
+def worth_seeking(index: VideoIndex, runs: list[Run] | None) -> bool:
+    """Does the plan decode enough less than a sequential pass (every frame) to be worth it?"""
+    return runs is not None and plan_cost(index, runs) <= SEEK_WORTH * len(index)
 
 
 def decode_runs(path: str | Path, index: VideoIndex, runs: list[Run], convert: Callable[[np.ndarray], np.ndarray],

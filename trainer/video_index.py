@@ -8,7 +8,8 @@ this module learns
 - every frame's presentation timestamp, so frames can be sampled at equal points in
   time even when the frame rate varies (phones, screen recordings, CCTV exports);
 - which frames are keyframes (the points a decoder can start from), and the order in
-  which packets are decoded (B-frames are stored before the frames they are shown after).
+  which packets are decoded: a frame stored after one it is shown before is a B-frame,
+  which most often no other frame refers to, so a decoder may skip it unless it is wanted.
 
 PyAV (FFmpeg's Python binding) reads the packets; OpenCV offers no packet-level access.
 A file whose packets do not give a usable list (missing or repeated timestamps, no video
@@ -31,6 +32,7 @@ class VideoIndex:
     decode_rank: dict[int, int]  # pts -> the packet's position in decoding (file) order
     container_frames: int  # the frame count the container header states (0: it states none)
     times_s: list[float]  # each frame's presentation time, in seconds after the first frame's
+    bframes_before: list[int]  # [j]: B-frames (reordered packets) among display positions < j; len = frames + 1
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -59,7 +61,7 @@ def read_index(path: str | Path) -> VideoIndex | None:
             container_frames = max(0, int(stream.frames or 0))
             packets = [(p.pts, p.is_keyframe) for p in container.demux(stream)
                        if p.size and not p.is_discard]  # size 0: the end-of-stream marker
-    except (av.FFmpegError, OSError, ValueError, RuntimeError):
+    except Exception:  # noqa: BLE001  (any failure: no index, and the sequential pass judges the file)
         return None
     return build_index(packets, time_base, container_frames)
 
@@ -74,6 +76,15 @@ def build_index(packets: list[tuple[int | None, bool]], time_base, container_fra
     pts_sorted = sorted(decode_rank)
     position = {p: i for i, p in enumerate(pts_sorted)}
     keyframes = sorted(position[pts] for pts, key in packets if key)
+    reordered = [False] * len(packets)
+    latest = None
+    for pts, _ in packets:  # in decoding order: shown before a frame decoded earlier = a B-frame
+        if latest is not None and pts < latest:
+            reordered[position[pts]] = True
+        latest = pts if latest is None else max(latest, pts)
+    bframes_before = [0]
+    for b in reordered:
+        bframes_before.append(bframes_before[-1] + b)
     time_base = Fraction(time_base)
     times_s = [float((p - pts_sorted[0]) * time_base) for p in pts_sorted]
-    return VideoIndex(pts_sorted, time_base, keyframes, decode_rank, container_frames, times_s)
+    return VideoIndex(pts_sorted, time_base, keyframes, decode_rank, container_frames, times_s, bframes_before)

@@ -49,6 +49,8 @@ def encode(path: Path, frames, fps: float, codec_args: list[str]) -> Path:
 # scene-cut detection off so that the index pattern's big changes do not add keyframes.
 X264_GOP250 = ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "3", "-g", "250", "-sc_threshold", "0",
                "-pix_fmt", "yuv420p"]
+# the same without B-frames (every frame a reference), as baseline-profile phones and many cameras write
+X264_GOP250_NO_B = [a if a != "3" else "0" for a in X264_GOP250]
 
 
 def long_gop_clip(path: Path, total: int, codec_args: list[str] = X264_GOP250, fps: float = 25) -> Path:

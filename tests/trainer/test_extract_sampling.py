@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not tv.has_ffmpeg(), reason="ffmpeg CLI not inst
 def test_the_choice_per_video_is_in_the_index_and_the_summary(tmp_path, capsys):
     ds = tmp_path / "dataset"
     sv.long_gop_clip(ds / "Fight" / "long.mp4", 3000)  # 2 minutes at 25 fps, a keyframe every 250
-    sv.long_gop_clip(ds / "NoFight" / "short.mp4", 125)  # 5 s: one group of pictures
+    sv.long_gop_clip(ds / "NoFight" / "short.mp4", 125, sv.X264_GOP250_NO_B)  # 5 s, no B-frames to skip
     config = tmp_path / "thumb.yaml"
     config.write_text(yaml.safe_dump({"data": {"backbone": "thumbnail", "weights": "none", "image_size": 16,
                                                "frames": 20, "workers": 2}}))

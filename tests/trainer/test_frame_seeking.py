@@ -86,12 +86,21 @@ def test_the_container_index_lists_every_frame_and_keyframe_without_decoding(lon
     assert index.times_s[:3] == pytest.approx([0, 0.04, 0.08]) and index.times_s[-1] == pytest.approx((LONG - 1) / 25)
 
 
-def test_a_short_clip_keeps_the_single_sequential_pass(tmp_path):
-    total = 125  # 5 s at 25 fps: one group of pictures, and every part of it holds a sampled frame
-    path = sv.long_gop_clip(tmp_path / "short.mp4", total)
+def test_a_short_clip_without_b_frames_keeps_the_single_sequential_pass(tmp_path):
+    total = 125  # 5 s at 25 fps: one group of pictures, every part of it holds a sampled frame
+    path = sv.long_gop_clip(tmp_path / "short.mp4", total, sv.X264_GOP250_NO_B)
     auto = sample_frames(path, N, SIZE, threads=1)
     assert auto.method == "sequential" and auto.frames_read == total and auto.passes == 1
     assert pixels(auto) == sample_indices(total, N)
+
+
+def test_a_short_clip_with_b_frames_skips_the_ones_nothing_refers_to(tmp_path):
+    total = 125
+    path = sv.long_gop_clip(tmp_path / "short.mp4", total)  # x264: B-frames, most of them non-reference
+    seq = sample_frames(path, N, SIZE, threads=1, method="sequential")
+    auto = sample_frames(path, N, SIZE, threads=1)
+    assert auto.method == "seek" and auto.frames_read < 0.8 * total
+    assert np.array_equal(seq.frames, auto.frames)
 
 
 def test_without_pyav_every_video_is_read_sequentially_with_the_same_frames(long_clips, monkeypatch):
@@ -117,21 +126,32 @@ def test_a_long_clip_plans_one_short_run_per_sampled_group():
     runs = seek_plan.plan_runs(index, wanted)
     assert len(runs) == N and [r.targets for r in runs] == [[j] for j in wanted]
     assert all(r.key == j - j % 250 for r, j in zip(runs, wanted))
-    assert seek_plan.plan_cost(runs) == sum(j % 250 + 1 + seek_plan.RUN_OVERHEAD_FRAMES for j in wanted)
-    assert seek_plan.worth_seeking(runs, 18000)
+    assert seek_plan.plan_cost(index, runs) == sum(j % 250 + 1 + seek_plan.RUN_OVERHEAD_FRAMES for j in wanted)
+    assert seek_plan.worth_seeking(index, runs)
 
 
 def test_a_short_clip_is_one_run_through_its_only_group_and_not_worth_seeking():
     index = cfr_index(150, 250)
     runs = seek_plan.plan_runs(index, sample_indices(150, N))
     assert len(runs) == 1 and runs[0].key == 0 and runs[0].last == 146
-    assert not seek_plan.worth_seeking(runs, 150)
+    assert not seek_plan.worth_seeking(index, runs)  # no B-frames: the run decodes 147 of 150 frames
 
 
 def test_runs_merge_where_decoding_through_is_cheaper_than_seeking():
     index = cfr_index(1000, 10)
     runs = seek_plan.plan_runs(index, [5, 12, 500])  # 12 is 7 frames after 5: read on, no seek
     assert [(r.key, r.targets) for r in runs] == [(0, [5, 12]), (500, [500])]
+
+
+def test_b_frames_that_are_not_sampled_count_at_their_share():
+    # decoding order I P B B P B B ...: each P is shown after the two B-frames stored behind it
+    order = [0] + [p for g in range(1, 100, 3) for p in (g + 2, g, g + 1)]
+    packets = [(pts * 512, pts == 0) for pts in order if pts < 100]
+    index = build_index(packets, Fraction(1, 15360), 100)
+    assert index.bframes_before[-1] == 66  # two in every three frames after the first
+    runs = seek_plan.plan_runs(index, [98])
+    b_skipped = 65  # the B-frames before 98, not counting 98 itself (a B-frame, but wanted)
+    assert seek_plan.plan_cost(index, runs) == 99 - (1 - seek_plan.BFRAME_COST) * b_skipped + seek_plan.RUN_OVERHEAD_FRAMES
 
 
 def test_an_index_without_timestamps_or_with_repeated_ones_is_unusable():
