@@ -101,7 +101,8 @@ class Counted:
 
     def passes(self) -> str:
         sizes = sorted(set(self.pass_sizes), reverse=True)
-        return " + ".join(f"{self.pass_sizes.count(s)} of {s}" for s in sizes)
+        parts = [f"{self.pass_sizes.count(s)} of {s}" for s in sizes]
+        return f"backbone passes: {' + '.join(parts)} frames"
 
 
 def one_at_a_time(files, counted: Counted) -> list[float]:
@@ -190,11 +191,11 @@ def main() -> int:
 
         counted = Counted(backbone, model)
         base, t_base, c_base = timed(lambda: one_at_a_time(files, counted))
-        line_base = (f"{counted.passes()} frames = {sum(counted.pass_sizes)} frames through the backbone "
+        line_base = (f"{counted.passes()} = {sum(counted.pass_sizes)} frames through the backbone "
                      f"({counted.backbone_s:.1f} s), {counted.calls} classifier calls ({counted.model_s:.1f} s)")
         counted.reset()
         ours, t_ours, c_ours = timed(lambda: batched(files, counted, settings))
-        line_ours = (f"{counted.passes()} frames = {sum(counted.pass_sizes)} frames through the backbone "
+        line_ours = (f"{counted.passes()} = {sum(counted.pass_sizes)} frames through the backbone "
                      f"({counted.backbone_s:.1f} s), {counted.calls} classifier call(s) ({counted.model_s:.1f} s)")
     agree = np.allclose(base, ours, atol=1e-4)
     print(f"one file at a time (baseline): {t_base:7.1f} s wall, {c_base:7.1f} CPU-s; {line_base}")
