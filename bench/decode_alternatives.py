@@ -18,7 +18,6 @@ Prints videos/s per method, the ratio to the baseline, and what that means for f
 GPU: the cores needed for a given backbone rate (default 250 videos/s, the issue's VGG19
 estimate for one modern GPU).
 
-    pip install av   # PyAV: only this benchmark needs it
     .venv/bin/python bench/decode_alternatives.py [--clips 6] [--repeats 3] [--workdir DIR]
 """
 
@@ -41,6 +40,7 @@ import numpy as np  # noqa: E402
 from extract_throughput import N_FRAMES, SIZE, make_clips  # noqa: E402
 from frame_sampling import machine  # noqa: E402
 from trainer.frames import sample_frames, sample_indices  # noqa: E402
+from trainer.seek_plan import set_threads  # noqa: E402
 
 
 def pyav_sample(path: Path, threads: int, skip_loop_filter: bool = False) -> np.ndarray:
@@ -50,10 +50,7 @@ def pyav_sample(path: Path, threads: int, skip_loop_filter: bool = False) -> np.
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        if threads == 1:
-            ctx.thread_type, ctx.thread_count = "NONE", 1
-        else:
-            ctx.thread_type, ctx.thread_count = "AUTO", threads
+        set_threads(ctx, threads)
         if skip_loop_filter:
             ctx.options = {"skip_loop_filter": "all"}
         total = stream.frames  # the container's count, as sample_frames starts from
@@ -88,7 +85,7 @@ def main() -> int:
     try:
         import av
     except ImportError:
-        print("needs PyAV for the comparison: pip install av", file=sys.stderr)
+        print("needs PyAV (the `train` extra installs it): pip install av", file=sys.stderr)
         return 2
     if shutil.which("ffmpeg") is None:
         print("needs the ffmpeg command-line tool to make the H.264 clips", file=sys.stderr)

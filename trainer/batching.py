@@ -1,9 +1,12 @@
 """Frames of many clips (or windows of a long video) -> full backbone batches -> model -> results in order.
 
-Classifying one 20-frame clip at a time pads every backbone pass to its batch size
-(VGG19: 20 useful frames of 64, 31 % useful work). Here frames from consecutive items
+Classifying one 20-frame clip at a time runs the backbone in passes of 20 frames (it
+never pads a pass) and the classifier once per clip. Here frames from consecutive items
 are carried across item boundaries into the same backbone pass, so every pass is full
-except the last one of the run. A frame seen before (the same key: overlapping windows
+except the last one of the run, and the classifier runs once per `model_batch` clips.
+The same frames go through the backbone either way: this pays where a pass of 64
+frames costs little more than a pass of 20 (a GPU), hardly on a CPU
+(bench/predict_batching.py measures both). A frame seen before (the same key: overlapping windows
 of a long video often pick the same frame) is not run through the backbone again.
 Results come out in the order the items went in; an item without frames (an error line,
 the end of a file) is a marker that comes out in its place.

@@ -40,6 +40,7 @@ from trainer.backbone import feature_settings, load_backbone
 from trainer.cache import CLASSES, SPLITS, FeatureCache, atomic_write_json, feature_key
 from trainer.dataset import Video, assign_splits, discover, duplicate_groups
 from trainer.errors import UsageError
+from trainer.sampling_log import count_sampling, sampling_line
 
 BALANCE_WARN_POINTS = 5.0
 
@@ -87,6 +88,7 @@ def decode_video(path: str, n_frames: int, size: int) -> dict:
         return {"ok": False, "reason": f"unexpected {type(exc).__name__}: {exc}"}
     return {"ok": True, "frames": s.frames, "indices": s.indices, "frames_decoded": s.total_frames,
             "frames_reported": s.reported_frames, "padded": s.padded, "passes": s.passes,
+            "sampling": s.method, "frames_read": s.frames_read,
             "seconds": time.perf_counter() - t0}
 
 
@@ -394,7 +396,8 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
             else:  # the index line after the feature file exists: a record always has its features
                 cache.append([_record(v, splits, shas, fp, "ok", {
                     "padded": r["padded"], "frames_decoded": r["frames_decoded"],
-                    "frames_reported": r["frames_reported"], "indices": r["indices"], "reason": None})])
+                    "frames_reported": r["frames_reported"], "indices": r["indices"], "reason": None,
+                    "sampling": r["sampling"], "frames_read": r["frames_read"]})])
                 run["extracted"] += 1
             store_s += time.perf_counter() - t0
             bar.update()
@@ -411,6 +414,7 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
                 bar.set_postfix(failed=run["failed"], refresh=False)
                 continue
             decode_s += result.get("seconds", 0.0)
+            count_sampling(run, result)
             frames = result.pop("frames")  # only the features are kept once computed
             store(feeder.put((v, result), frames))
         store(feeder.finish())
@@ -495,6 +499,8 @@ def print_summary(summary: dict, cache_dir: Path, out=None) -> None:
             print(f"  ... and {len(dups) - 10} more (python -m trainer info --cache-dir {cache_dir})", file=out)
     for w in summary["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
+    if run.get("sampling"):
+        print(sampling_line(run["sampling"]), file=out)
     if run.get("pipeline"):
         from trainer.feeder import print_pipeline
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.trainer import seek_videos as sv
 from tests.trainer import videos as tv
 from trainer.frames import VideoError, sample_frames, sample_indices
 
@@ -100,7 +101,11 @@ def test_over_reported_count_of_variable_frame_rate_video(tmp_path):
     assert reported > total * 1.5  # the premise: the container's estimate is far off
     s = sample_frames(path, N, SIZE)
     assert s.total_frames == total and s.reported_frames == reported
-    assert read_indices(s) == sample_indices(total, N)
+    # Sampled at equal points in time (issue 22, item 11), no longer by index: the second
+    # half of this clip lasts 4x as long as the first and gets 4x the samples.
+    assert read_indices(s) == s.indices
+    sv.assert_evenly_spaced_in_time(s.indices, sv.decoded_times(path))
+    assert sum(j < total // 2 for j in s.indices) == 4
 
 
 # --- broken input: a dedicated error with a reason ------------------------------------

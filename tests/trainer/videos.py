@@ -30,25 +30,26 @@ def has_ffmpeg() -> bool:
     return shutil.which("ffmpeg") is not None
 
 
-def indexed_frame(i: int) -> np.ndarray:
-    """A BGR frame whose 8 blocks spell i in binary (block k white = bit k set)."""
-    frame = np.zeros((H, W, 3), np.uint8)
-    bw, bh = W // 4, H // 2
-    for k in range(BITS):
+def indexed_frame(i: int, rows: int = 2, size: tuple[int, int] = (W, H)) -> np.ndarray:
+    """A BGR frame whose rows x 4 blocks spell i in binary (block k white = bit k set)."""
+    w, h = size
+    frame = np.zeros((h, w, 3), np.uint8)
+    bw, bh = w // 4, h // rows
+    for k in range(4 * rows):
         if (i >> k) & 1:
             r, c = divmod(k, 4)
             frame[r * bh:(r + 1) * bh, c * bw:(c + 1) * bw] = 255
     return frame
 
 
-def read_index(rgb: np.ndarray) -> int:
+def read_index(rgb: np.ndarray, rows: int = 2) -> int:
     """Inverse of indexed_frame on a (resized) decoded frame: the centre of each block."""
     h, w = rgb.shape[:2]
     grey = rgb.mean(axis=2)
     value = 0
-    for k in range(BITS):
+    for k in range(4 * rows):
         r, c = divmod(k, 4)
-        y, x = int((r + 0.5) * h / 2), int((c + 0.5) * w / 4)
+        y, x = int((r + 0.5) * h / rows), int((c + 0.5) * w / 4)
         if grey[y, x] > 127:
             value |= 1 << k
     return value
