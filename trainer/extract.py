@@ -365,7 +365,7 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
     """Decode `work` in worker processes, features on every device (trainer.feeder), store each video."""
     from tqdm import tqdm
 
-    from trainer.feeder import Feeder, extraction_devices, pipeline_stats
+    from trainer.feeder import Feeder, describe_backbone_run, extraction_devices, pipeline_stats
 
     fp = settings["fingerprint"]
     n_frames, size = settings["frames"], settings["image_size"]
@@ -373,6 +373,7 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
     pool = DecoderPool(workers)
     batch = data["extract_batch_size"]
     devices = extraction_devices(settings, gpus)
+    print(describe_backbone_run(settings, devices), flush=True)
     # Enough decoded videos queued to fill a couple of backbone passes per device, and no more.
     window = 2 * workers + len(devices) * -(-batch // n_frames) + 1
     bar = tqdm(total=len(work), desc="extract", unit="video", disable=not progress, dynamic_ncols=True)

@@ -146,6 +146,8 @@ def test_the_log_says_why_training_runs_where_it_does():
     assert devices_reason(0, 0) == "no GPU visible, so the CPU trains"
     assert devices_reason(0, 1) == "train.gpus 0: the one visible GPU"
     two = devices_reason(0, 2)
-    assert two.startswith("train.gpus 0: every one of the 2 visible GPUs") and "`--gpus 1`" in two
-    assert "bench/train_throughput.py --mode gpus" in two  # where the user measures 1 against 2
+    assert two.startswith("train.gpus 0: every one of the 2 visible GPUs")
+    assert "`train.gpus: auto` times 1 against 2" in two  # where the choice is measured instead
     assert devices_reason(1, 2) == "train.gpus/--gpus 1 of the 2 visible GPU(s)"
+    assert devices_reason("auto", 0) == "no GPU visible, so the CPU trains (train.gpus auto: nothing to measure)"
+    assert devices_reason("auto", 1) == "train.gpus auto: the one visible GPU (nothing to measure)"
