@@ -153,9 +153,10 @@ def setup(gpus_wanted: int | str, mixed_precision: bool, strategy: tf.distribute
 
     choice = None
     if strategy is None and gpus_wanted == "auto":
-        if len(visible) < 2 or choose is None:
-            devices = visible
-            reason = devices_reason("auto", len(visible))
+        if len(visible) < 2:
+            devices, reason = visible, devices_reason("auto", len(visible))
+        elif choose is None:  # a caller without a model to time (bench scripts): all of them
+            devices, reason = visible, f"train.gpus auto, not measured here: all {len(visible)} visible GPUs"
         else:
             choice = choose(visible)
             devices, reason = choice.devices, choice.reason

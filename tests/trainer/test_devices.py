@@ -97,3 +97,58 @@ def test_the_backbone_is_built_in_the_recorded_precision(monkeypatch, float32_af
     assert backbone_policy(None, on_gpu=True) == "mixed_float16"  # caches from before it was recorded
     backbone = KerasBackbone(_settings(), batch_size=2)
     assert backbone.model.get_layer("convnext_tiny").dtype_policy.name == "float32"
+
+
+# ---- train.gpus auto: the faster of one GPU and all of them -----------------------------------------
+
+def test_auto_on_a_cpu_only_machine_means_the_cpu_and_times_nothing(float32_after):
+    def never(visible):
+        raise AssertionError("nothing to measure without GPUs")
+
+    rt = runtime.setup(gpus_wanted="auto", mixed_precision=True, choose=never)
+    assert rt.devices == ["/cpu:0"] and rt.replicas == 1 and rt.choice is None
+    assert rt.devices_reason == "no GPU visible, so the CPU trains (train.gpus auto: nothing to measure)"
+
+
+def test_auto_times_one_gpu_against_all_and_keeps_the_faster(monkeypatch, float32_after):
+    from trainer import device_choice
+
+    gpus = RecordedGPUs(monkeypatch, count=2)
+    rates = {1: 900.0, 2: 1500.0}
+    timed = []
+
+    def fake_timing(devices):  # what time_training measures on a real machine
+        timed.append(list(devices))
+        return device_choice.Timing(rates[len(devices)], 200, 3.0)
+
+    rt = runtime.setup(gpus_wanted="auto", mixed_precision=True,
+                       choose=lambda visible: device_choice.choose(visible, 64, fake_timing))
+    assert timed == [["/gpu:0"], ["/gpu:0", "/gpu:1"]]
+    assert rt.devices == ["/gpu:0", "/gpu:1"] and rt.replicas == 2
+    assert set(gpus.memory_growth.values()) == {True}
+    assert rt.devices_reason.startswith("train.gpus auto: 2 GPUs (measured in ")
+    assert "1 GPU 900 samples/s (200 steps), 2 GPUs 1,500 samples/s (200 steps); the faster, 1.67x)" in rt.devices_reason
+    record = rt.choice.record()
+    assert record["samples_per_s"] == {"1": 900.0, "2": 1500.0} and record["chosen"] == 2
+    # the policy is set before timing (what is timed is what trains) and again after
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+
+    rates[1] = 2000.0  # one GPU faster: one GPU
+    rt = runtime.setup(gpus_wanted="auto", mixed_precision=True,
+                       choose=lambda visible: device_choice.choose(visible, 64, fake_timing))
+    assert rt.devices == ["/gpu:0"] and rt.replicas == 1
+
+    # a resumed run reuses the recorded figures and times nothing
+    timed.clear()
+    again = device_choice.choose(["/gpu:0", "/gpu:1"], 64, fake_timing, recorded=record)
+    assert timed == [] and again.devices == ["/gpu:0", "/gpu:1"] and again.reused
+    assert "measured when the run started: 1 GPU 900 samples/s (200 steps), 2 GPUs 1,500" in again.reason
+    # ... unless the machine changed under it
+    assert not device_choice.choose(["/gpu:0", "/gpu:1", "/gpu:2"], 64, fake_timing, recorded=record).reused
+    # a count that cannot split the global batch evenly is not a candidate
+    assert device_choice.candidate_counts(4, 64) == [1, 4]
+    assert device_choice.candidate_counts(3, 64) == [1, 2]
+    assert device_choice.candidate_counts(2, 17) == [1]
+    timed.clear()
+    odd = device_choice.choose(["/gpu:0", "/gpu:1"], 17, fake_timing)
+    assert timed == [] and odd.devices == ["/gpu:0"] and "does not split evenly" in odd.reason
