@@ -17,6 +17,19 @@ from tests.trainer.tiny_cache import make_cache
 
 REPO = Path(__file__).resolve().parents[2]
 
+
+def run_script(script: str, *args, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter (logical devices must precede TensorFlow's start); exit 0 asserted."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def result_of(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.split("RESULT ", 1)[1])
+
 SCRIPT = textwrap.dedent(r"""
     import json, sys
     from pathlib import Path
@@ -69,11 +82,8 @@ def test_global_batch_on_two_replicas(tmp_path):
     # epoch whatever the replica count (the seed's bug divided the batch: 5 steps).
     cache = make_cache(tmp_path / "cache", {"train": 40, "val": 8, "test": 4}, violent_fraction=0.75)
     out = tmp_path / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(cache), str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    proc = run_script(SCRIPT, cache, out)
+    result = result_of(proc)
     assert result["rc"] == 0
     assert result["replicas"] == 2
     assert "3 steps per epoch" in proc.stdout
@@ -126,11 +136,7 @@ CLIP_SCRIPT = textwrap.dedent(r"""
 
 @pytest.mark.slow
 def test_clipping_acts_on_the_global_gradient_on_any_device_count(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", CLIP_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    norms = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    norms = result_of(run_script(CLIP_SCRIPT))
     # SGD with lr 1: the update IS the clipped gradient, so its norm is the clip limit
     assert norms["ours_sgd/1"] == pytest.approx(1e-3, rel=1e-4)
     assert norms["ours_sgd/2"] == pytest.approx(1e-3, rel=1e-4)
@@ -238,11 +244,7 @@ REPLICA_SCRIPT = textwrap.dedent(r"""
 
 def test_mixed_float16_on_two_replicas_one_skip_decision_and_equal_replicas():
     """Items 2, 4 and 7 of issue 21 on the smallest models that show them."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", REPLICA_SCRIPT], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    r = result_of(run_script(REPLICA_SCRIPT))
     for where in ("replica 0", "replica 1"):
         # an overflow on either replica skips the step on both: weights untouched, scale halved;
         # the skipped step still counts, so the learning-rate schedule does not fall behind
@@ -323,11 +325,8 @@ def test_two_replicas_under_mixed_float16_with_an_overflow_on_one_and_a_last_bat
     for rec in cache.ok_records("train")[-2:]:
         cache.save_features(rec["key"], cache.load_features(rec["key"]).astype(np.float32) * 3000)
     out = tmp_path / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", DONE_SCRIPT, str(cache_dir), str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    proc = run_script(DONE_SCRIPT, cache_dir, out, timeout=600)
+    r = result_of(proc)
     assert "mixed precision: on: mixed_float16" in proc.stdout
     assert r["rc"] == 0 and r["policy"] == "mixed_float16" and r["optimizer"] == "ReplicaSafeLossScaleOptimizer"
     assert r["finite"], "NaN/inf in the weights"
@@ -378,13 +377,10 @@ def test_gpus_auto_times_one_device_against_two_and_keeps_the_faster(tmp_path):
     out = tmp_path / "run"
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_YAML)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
 
     def run(*resume):
-        proc = subprocess.run([sys.executable, "-c", AUTO_SCRIPT, str(cache), str(out), str(config), *resume],
-                              cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0 and "RC 0" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+        proc = run_script(AUTO_SCRIPT, cache, out, config, *resume, timeout=600)
+        assert "RC 0" in proc.stdout, proc.stdout[-2000:]
         return proc.stdout
 
     log = run()
