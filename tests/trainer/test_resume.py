@@ -75,7 +75,8 @@ def _history(out: Path) -> list[dict]:
 def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
     import keras
 
-    import trainer.losses  # noqa: F401  registers the custom loss, optimizer and layer for load_model
+    import trainer.losses  # noqa: F401  registers the custom loss, metric, optimizer and layer for load_model
+    import trainer.metrics  # noqa: F401
     import trainer.model  # noqa: F401
     import trainer.optimizer  # noqa: F401
     from trainer import schedule
