@@ -239,6 +239,9 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
         run = {"extracted": 0, "failed": len(settled) - reused, "skipped": skipped, "reused": reused,
                "removed": len(gone)}
         if work:
+            from trainer.feeder import describe_backbone_run, extraction_devices
+
+            log(describe_backbone_run(settings, extraction_devices(settings, gpus)))  # precision, devices, XLA
             _extract_videos(work, shas, splits, cache, settings, data, progress, run, gpus)
         summary = summarize(videos, splits, cache, fp)
         summary["duplicates"] = [{"split": splits[g[0]], "paths": g} for g in duplicate_groups(videos, shas)]
@@ -365,7 +368,7 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
     """Decode `work` in worker processes, features on every device (trainer.feeder), store each video."""
     from tqdm import tqdm
 
-    from trainer.feeder import Feeder, describe_backbone_run, extraction_devices, pipeline_stats
+    from trainer.feeder import Feeder, extraction_devices, pipeline_stats
 
     fp = settings["fingerprint"]
     n_frames, size = settings["frames"], settings["image_size"]
@@ -373,7 +376,6 @@ def _extract_videos(work: list[Video], shas, splits, cache: FeatureCache, settin
     pool = DecoderPool(workers)
     batch = data["extract_batch_size"]
     devices = extraction_devices(settings, gpus)
-    print(describe_backbone_run(settings, devices), flush=True)
     # Enough decoded videos queued to fill a couple of backbone passes per device, and no more.
     window = 2 * workers + len(devices) * -(-batch // n_frames) + 1
     bar = tqdm(total=len(work), desc="extract", unit="video", disable=not progress, dynamic_ncols=True)
