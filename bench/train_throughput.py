@@ -11,7 +11,9 @@ the first epoch (tracing) is left out.
 
 (gpus) `--mode gpus`: the real training path on one device against all visible GPUs
 (train.gpus 1 against 0), or, without GPUs, against 2 logical CPU devices; it prints the
-ratio and, on a multi-GPU machine, the train.gpus setting the measurement supports.
+ratio of whole epochs (checkpoints and callbacks included). `train.gpus: auto` (the
+default) makes the same comparison on a few hundred steps at the start of every run
+(trainer/device_choice.py); this is the longer, whole-epoch check of that choice.
 
 (pipeline) `--mode pipeline`: only the input pipelines, as before:
 
@@ -224,8 +226,9 @@ def one_against_many(args, x, y, gpus: int) -> int:
     print(f"(gpus) {many_name:<52} epoch {m:7.2f} s  (epochs: {', '.join(f'{t:.2f}' for t in many)} s)")
     print(f"(gpus) ratio many / one (speed): {o / m:.2f}x")
     if gpus >= 2:
-        print("(gpus) on this machine: " + (f"keep train.gpus 0 (all {gpus})" if m < o else
-                                            "set train.gpus 1 (one GPU is faster for this model)"))
+        print("(gpus) on this machine: " + (f"train.gpus 0 (all {gpus}) is faster" if m < o else
+                                            "train.gpus 1 is faster (one GPU) for this model")
+              + "; train.gpus auto measures the same at the start of each run")
     return 0
 
 

@@ -24,8 +24,21 @@ give the same features, in extract and in predict), or a path to a weights file 
 network as built here (identified by its SHA-256, so moving the file does not invalidate
 a cache but changing it does).
 
-Precision (`data.precision`): `auto` builds the networks in mixed_float16 on a GPU and
-float32 on a CPU; `bfloat16` in mixed_bfloat16 (several times faster on CPUs with AMX).
+Precision (`data.precision`): `auto` computes the networks in float16 (mixed_float16) on a
+GPU and in float32 on a CPU; `bfloat16` in mixed_bfloat16 (several times faster on CPUs
+with AMX; on a GPU only from compute capability 8.0, where it has bfloat16 tensor cores).
+The precision the features are really computed in is a feature setting: float16 and
+bfloat16 features have their own cache keys (float32 keeps the key caches had before the
+precision was recorded). predict builds the backbone in the recorded precision where the
+device has it (float16 falls back to float32 on a CPU, where it is only emulated).
+
+Compilation: the backbone runs the plain TensorFlow graph, never XLA (`xla_decision`):
+Keras's `jit_compile="auto"` would compile an uncompiled model with XLA on any GPU, which
+needs ptxas and libdevice from the CUDA toolkit in the image and compiles once per input
+shape, and nobody has measured it faster than cuDNN's convolutions for these networks.
+Passes run at a fixed set of sizes (`pass_size`): a short last pass is padded up to the
+next power of two, so a run compiles and autotunes a handful of shapes, not one per
+leftover count.
 
 `feature_settings(cfg["data"])` lists everything that changes the features; its
 fingerprint is part of every cache key, so changing any of them (the backbone included)
@@ -89,7 +102,8 @@ INIT_SEED = 1234  # random-init ("none") weights are drawn from this seed
 # so that caches built with the old rule are not reused.
 SAMPLER = "segment-centres-v1"
 FINGERPRINT_KEYS = ("backbone", "weights_id", "image_size", "frames", "sampler")
-PRECISIONS = ("auto", "bfloat16")
+PRECISIONS = ("auto", "bfloat16")  # what data.precision accepts
+BFLOAT16_MIN_CAPABILITY = (8, 0)  # Ampere: the first GPUs with bfloat16 tensor cores
 # Keras model building uses global state (the random seed, the dtype policy, layer name
 # counters): one backbone is built at a time, so that every device thread of extract gets
 # the same weights as predict does.
@@ -143,15 +157,92 @@ def feature_settings(data: dict) -> dict:
         "feature_dim": spec.feature_dim or size * size,
         "sampler": SAMPLER,
     }
-    if precision != "auto" and spec.app is not None:
-        settings["precision"] = precision  # only when set: "auto" caches keep their fingerprint
+    if spec.app is not None:  # the thumbnail has no network: nothing to compute in another precision
+        settings["precision"] = effective_precision(precision)
     settings["fingerprint"] = fingerprint(settings)
     return settings
 
 
+def effective_precision(precision: str) -> str:
+    """What `data.precision` means on this machine: float16 | float32 | bfloat16.
+
+    auto: float16 on a GPU (tensor cores), float32 on a CPU (float16 is emulated there).
+    bfloat16 on a GPU needs compute capability 8.0 (refused before, with one line).
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if precision == "bfloat16":
+        for i, gpu in enumerate(gpus):
+            details = tf.config.experimental.get_device_details(gpu)
+            cap = details.get("compute_capability")
+            if cap is not None and tuple(cap) < BFLOAT16_MIN_CAPABILITY:
+                raise UsageError(f"data.precision bfloat16 needs a GPU of compute capability 8.0 or newer; GPU {i} "
+                                 f"({details.get('device_name', 'unknown')}) is {cap[0]}.{cap[1]}: use "
+                                 "data.precision auto (float16 on this GPU)")
+        return "bfloat16"
+    return "float16" if gpus else "float32"
+
+
 def fingerprint(settings: dict) -> str:
-    keys = FINGERPRINT_KEYS + (("precision",) if "precision" in settings else ())
+    # float32 (and caches from before the precision was recorded) keep the old key
+    precision = settings.get("precision", "float32")
+    keys = FINGERPRINT_KEYS + (("precision",) if precision != "float32" else ())
     return settings_fingerprint({k: settings[k] for k in keys})
+
+
+def backbone_policy(precision: str | None, on_gpu: bool, capability: tuple[int, int] | None = None) -> str:
+    """The Keras dtype policy that computes features of `precision` on this device.
+
+    None: a cache from before the precision was recorded (it was float16 on GPUs). Where
+    the device lacks the recorded precision (float16 on a CPU, bfloat16 on a GPU before
+    compute capability 8.0) the backbone computes in float32, the closest it has.
+    """
+    if precision == "bfloat16":
+        old_gpu = on_gpu and capability is not None and tuple(capability) < BFLOAT16_MIN_CAPABILITY
+        return "float32" if old_gpu else "mixed_bfloat16"
+    if precision in ("float16", None):
+        return "mixed_float16" if on_gpu else "float32"
+    return "float32"
+
+
+def xla_decision(on_gpu: bool) -> tuple[bool, str]:
+    """(jit_compile for the backbone, why), for the extract log: always off, and why."""
+    if not on_gpu:
+        return False, "off: no GPU (the backbone runs TensorFlow's CPU kernels)"
+    toolchain = xla_toolchain()
+    missing = [name for name, path in toolchain.items() if path is None]
+    has = ("this image has no " + " and no ".join(missing) + " for XLA to compile with" if missing
+           else "ptxas and libdevice are in the image")
+    return False, ("off: the backbone runs cuDNN's convolutions in the plain TensorFlow graph; XLA was not "
+                   f"measured faster for it and would compile once per pass size ({has})")
+
+
+def xla_toolchain() -> dict[str, str | None]:
+    """Where the CUDA compiler pieces XLA needs on a GPU are (None: absent)."""
+    import glob
+    import shutil
+
+    roots = [os.environ.get("CUDA_DIR", ""), os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"]
+    try:  # the pip wheels TensorFlow's [and-cuda] extra installs
+        import nvidia.cuda_nvcc as nvcc  # type: ignore
+
+        roots += list(nvcc.__path__)
+    except ImportError:
+        pass
+    ptxas = shutil.which("ptxas")
+    libdevice = None
+    for root in filter(None, roots):
+        ptxas = ptxas or next(iter(glob.glob(os.path.join(root, "bin", "ptxas"))), None)
+        libdevice = libdevice or next(iter(glob.glob(os.path.join(root, "nvvm", "libdevice", "libdevice*.bc"))), None)
+    return {"ptxas": ptxas, "libdevice": libdevice}
+
+
+def pass_size(n: int, batch_size: int) -> int:
+    """The size a pass of n frames runs at: batch_size, or the next power of two below it."""
+    if n >= batch_size:
+        return batch_size
+    return min(batch_size, 1 << max(0, n - 1).bit_length())
 
 
 def load_backbone(settings: dict, cache_dir: str | Path | None = None, batch_size: int = 64,
@@ -184,8 +275,12 @@ def recorded_settings(info: dict, weights_override: str | None = None) -> dict:
     if weights_override is None:
         return meta
     settings = feature_settings({"backbone": meta["backbone"], "image_size": meta["image_size"],
-                                 "frames": meta["frames"], "weights": weights_override,
-                                 "precision": meta.get("precision", "auto")})
+                                 "frames": meta["frames"], "weights": weights_override})
+    # the features' recorded precision, not this machine's
+    settings.pop("precision", None)
+    if "precision" in meta:
+        settings["precision"] = meta["precision"]
+    settings["fingerprint"] = fingerprint(settings)
     if settings.get("weights_id") != meta.get("weights_id"):
         print(f"warning: --weights {weights_override} differs from the weights the training features were "
               f"made with ({meta.get('weights_id', meta.get('weights'))}); predictions may be meaningless",
@@ -214,12 +309,14 @@ class ThumbnailBackbone:
     def __init__(self, image_size: int):
         self.image_size = image_size
         self.feature_dim = image_size * image_size
+        self.computed = 0  # frames computed (never padded: it runs on the host)
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """uint8 RGB [N, size, size, 3] -> float32 [N, size*size] grey levels in [0, 1]."""
         frames = _check_frames(frames, self.image_size)
         # ITU-R BT.601 luma, the weights cv2.COLOR_RGB2GRAY uses, done on the whole batch.
         grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        self.computed += len(frames)
         return (grey / 255.0).reshape(len(frames), -1)
 
     def to_device(self, frames: np.ndarray) -> np.ndarray:
@@ -250,14 +347,19 @@ class KerasBackbone:
         self.feature_dim = settings["feature_dim"]
         self.batch_size = max(1, int(batch_size))
         self.device = device
+        from trainer.runtime import enable_memory_growth, gpu_capability
+
+        enable_memory_growth()  # before anything starts the GPUs (predict builds here first)
         self._scope = (lambda: tf.device(device)) if device else contextlib.nullcontext
         self.on_gpu = "GPU" in device.upper() if device else bool(tf.config.list_physical_devices("GPU"))
+        self.jit_compile, self.xla_reason = xla_decision(self.on_gpu)
+        self.computed = 0  # frames run through the network, padding included
         weights = settings["weights"]
         previous = keras.mixed_precision.global_policy()
-        if settings.get("precision") == "bfloat16":  # AMX tiles on recent Xeons; only for this model
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        elif self.on_gpu:  # float16 convolutions on tensor cores; only for building this model
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        self.policy = backbone_policy(settings.get("precision"), self.on_gpu,
+                                      gpu_capability(0) if self.on_gpu else None)
+        # only for building this model (bfloat16: AMX tiles on recent Xeons, float16: tensor cores)
+        keras.mixed_precision.set_global_policy(self.policy)
         try:
             with self._scope():
                 if weights == "none":
@@ -278,6 +380,8 @@ class KerasBackbone:
                 if spec.name == "vgg19":
                     x = _caffe_preprocess(x)
                 self.model = keras.Model(frames, net(x), name=f"{spec.name}_features")
+                # Decided here, not left to jit_compile="auto" (XLA on any GPU: see xla_decision).
+                self.model.jit_compile = self.jit_compile
                 # The network's input after its own preprocessing, for tests that check it.
                 inner = keras.Model(net.input, net.get_layer(spec.first_layer).input)
                 self.preprocessor = keras.Model(frames, inner(x), name=f"{spec.name}_preprocessing")
@@ -295,16 +399,25 @@ class KerasBackbone:
     def features(self, frames) -> np.ndarray:
         """uint8 RGB [N, size, size, 3] (array or device tensor) -> float32 [N, feature_dim].
 
-        In passes of batch_size frames; a smaller last pass runs at its own size (never
-        padded: Keras's predict function relaxes the batch dimension after one more trace).
+        In passes of batch_size frames; a smaller last pass is padded with black frames up
+        to `pass_size` (a power of two), so the network only ever sees a few shapes (one
+        graph, one cuDNN autotuning per shape). The padding's features are dropped; each
+        frame's features depend on that frame alone (inference: no batch statistics).
         """
+        import tensorflow as tf
+
         if isinstance(frames, np.ndarray):
             frames = _check_frames(frames, self.image_size)
         out = []
         with self._scope():
             for start in range(0, len(frames), self.batch_size):
                 chunk = frames[start:start + self.batch_size]
-                out.append(np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32))
+                n = len(chunk)
+                size = pass_size(n, self.batch_size)
+                if size > n:
+                    chunk = tf.pad(chunk, [[0, size - n], [0, 0], [0, 0], [0, 0]])
+                self.computed += size
+                out.append(np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32)[:n])
         return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)
 
     def preprocessed(self, frames: np.ndarray) -> np.ndarray:

@@ -113,3 +113,20 @@ class BestModelCheckpoint(AtomicModelCheckpoint):
             atomic_link(epoch_file, filepath)
         else:
             atomic_save(self.model, filepath)
+
+
+def saved_precision(path: str | Path) -> str | None:
+    """The precision a .keras checkpoint was trained in, from its own config: mixed_float16
+    when its optimizer scales the loss (Keras's or the trainer's LossScaleOptimizer), else
+    float32; None when the file cannot be read (the load that follows will say why)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    optimizer = (config.get("compile_config") or {}).get("optimizer") or {}
+    name = optimizer.get("class_name", "") if isinstance(optimizer, dict) else ""
+    return "mixed_float16" if name.endswith("LossScaleOptimizer") else "float32"

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int, help="GLOBAL batch size")
-    s.add_argument("--gpus", type=int, help="number of GPUs to use (default: all)")
+    s.add_argument("--gpus", type=int, help="number of GPUs to use, 0 = all (default: train.gpus, auto: the "
+                   "faster of 1 and all, measured at the start)")
     s.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--use-focal-loss", action=argparse.BooleanOptionalAction, default=None)

@@ -61,7 +61,9 @@ DEFAULTS: dict[str, Any] = {
         "class_weights": True,
         "mixed_precision": True,
         "xla": True,
-        "gpus": 0,  # 0 = all visible GPUs
+        # auto: time real training steps on 1 GPU and on all visible GPUs at the start of the
+        # run and keep the faster (trainer/device_choice.py; no GPU: the CPU); N: N GPUs, 0 = all
+        "gpus": "auto",
         # train steps per call into the compiled graph (fewer Python round trips); the
         # trainer uses the largest divisor of the steps per epoch up to this value
         "steps_per_execution": 16,
@@ -100,6 +102,11 @@ def _merge(base: dict, override: dict, prefix: str = "") -> dict:
 
 
 def _check_type(dotted: str, default: Any, value: Any) -> Any:
+    if dotted == "train.gpus":  # the one setting that is a word or a number
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise UsageError(f"config: 'train.gpus' must be auto or a number of GPUs (0 = every visible GPU), "
+                         f"got {value!r}")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

@@ -60,6 +60,9 @@ def load_model(path: Path):
 
     if not Path(path).is_file():
         raise UsageError(f"--model {path}: no such file")
+    from trainer.runtime import enable_memory_growth
+
+    enable_memory_growth()  # loading starts TensorFlow on every GPU: share them (trainer/runtime.py)
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # a truncated or foreign file: the user must point elsewhere

@@ -241,6 +241,9 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
         run = {"extracted": 0, "failed": len(settled) - reused, "skipped": skipped, "reused": reused,
                "removed": len(gone)}
         if work:
+            from trainer.feeder import describe_backbone_run, extraction_devices
+
+            log(describe_backbone_run(settings, extraction_devices(settings, gpus)))  # precision, devices, XLA
             _extract_videos(work, shas, splits, cache, settings, data, progress, run, gpus)
         summary = summarize(videos, splits, cache, fp)
         summary["duplicates"] = [{"split": splits[g[0]], "paths": g} for g in duplicate_groups(videos, shas)]

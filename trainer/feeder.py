@@ -2,8 +2,9 @@
 
 - Full passes. Frames of consecutive videos are packed into passes of exactly
   `batch` frames; a video's frames may straddle two passes (its features are put back
-  together before it is stored). Only the last pass of a run is smaller, and it is run
-  at its own size: no padded frame is ever computed.
+  together before it is stored). Only the last pass of a run is smaller; a network
+  backbone pads it up to the next power of two (trainer/backbone.py `pass_size`: a fixed
+  set of shapes, so the last pass compiles nothing new), and the summary counts those frames.
 - Every device. One thread per device (each visible GPU, or each logical CPU device
   where some are configured, else the CPU) holds its own backbone and takes passes from
   one bounded queue, so a fast device simply takes more. TensorFlow releases the GIL
@@ -42,10 +43,29 @@ def extraction_devices(settings: dict, gpus: int = 0) -> list[str]:
         return ["host"]
     import tensorflow as tf
 
+    from trainer.runtime import enable_memory_growth
+
+    # On every visible GPU, also with --gpus 1: TensorFlow starts all of them and refuses
+    # mixed settings; without it each GPU's memory is taken whole.
+    enable_memory_growth()
     devices = [d.name for d in tf.config.list_logical_devices("GPU")]
     if not devices:
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     return devices[:gpus] if gpus > 0 else devices
+
+
+def describe_backbone_run(settings: dict, devices: list[str]) -> str:
+    """One line for the extract log: which backbone, in which precision, where, and whether
+    it compiles with XLA and why (trainer/backbone.py decides; this only reports it)."""
+    from trainer.backbone import SPECS, backbone_policy, xla_decision
+
+    if SPECS[settings["backbone"]].app is None:
+        return f"backbone {settings['backbone']} on the host (no network: nothing to compile)"
+    on_gpu = any("GPU" in d.upper() for d in devices)
+    policy = backbone_policy(settings.get("precision"), on_gpu)
+    where = ", ".join(d.split("device:")[-1].lstrip("/") for d in devices)
+    _, why = xla_decision(on_gpu)
+    return f"backbone {settings['backbone']} in {policy.replace('mixed_', '')} on {where}; XLA: {why}"
 
 
 @dataclass
@@ -68,6 +88,7 @@ class Stats:
     passes: int = 0
     full_passes: int = 0
     batch: int = 0
+    computed: int = 0  # frames the backbones ran, padding of a short last pass included
     per_device: dict = field(default_factory=dict)  # device -> passes
     copy_s: dict = field(default_factory=dict)  # device -> seconds
     forward_s: dict = field(default_factory=dict)  # device -> seconds
@@ -193,9 +214,11 @@ class Feeder:
                 t0 = time.perf_counter()
                 x = backbone.to_device(batch)
                 t1 = time.perf_counter()
+                before = getattr(backbone, "computed", None)
                 feats = backbone.features(x)
                 t2 = time.perf_counter()
                 with self._lock:
+                    self.stats.computed += len(batch) if before is None else backbone.computed - before
                     self.stats.copy_s[device] += t1 - t0
                     self.stats.forward_s[device] += t2 - t1
                     self.stats.per_device[device] += 1
@@ -216,8 +239,9 @@ def pipeline_stats(stats, wall: float, workers: int, decode_s: float, store_s: f
         "forward": sum(stats.forward_s.values()) / (len(devices) * wall),
         "store": store_s / wall,
     }
-    computed = stats.passes and stats.frames  # no pass is ever padded: every computed frame is real
+    computed = stats.computed or stats.frames
     return {"frames": stats.frames, "passes": stats.passes, "full_passes": stats.full_passes, "batch": stats.batch,
+            "computed": computed,
             "useful_work": (stats.frames / computed) if computed else None,
             "fill": stats.frames / (stats.passes * stats.batch) if stats.passes else None,
             "devices": {d: stats.per_device[d] for d in devices}, "workers": workers,
@@ -235,7 +259,10 @@ def print_pipeline(p: dict, out=None) -> None:
     devices = ", ".join(f"{d.split('device:')[-1].lstrip('/')} {n}" for d, n in p["devices"].items())
     print(f"backbone: {p['frames']} frames in {p['passes']} passes ({p['full_passes']} full of {p['batch']}"
           + (f", the last of {last}" if p["full_passes"] < p["passes"] else "")
-          + f"); useful work {100 * p['useful_work']:.0f}% (no padded frame computed), passes {100 * p['fill']:.1f}% "
+          + f"); useful work {100 * p['useful_work']:.0f}% ("
+          + (f"{p['computed'] - p['frames']} black frames pad the last pass to a fixed size"
+             if p.get("computed", p["frames"]) > p["frames"] else "no padded frame computed")
+          + f"), passes {100 * p['fill']:.1f}% "
           f"full on average; passes per device: {devices}", file=out)
     shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["busy"].items())
     bound = {"decode": "decode-bound: more decoding workers (cores) would speed it up",

@@ -5,6 +5,18 @@ fed as float16; Keras's autocasting turns them into the layers' compute dtype
 (float32, or float16 under mixed precision) at the first LSTM, so the float16 cache
 never has to be widened in host memory.
 
+On several replicas (MirroredStrategy) two Keras defaults would let the replicas drift
+apart, so the model uses:
+- `BatchNormalization(synchronized=True)`: Keras 3 keeps a copy of the moving statistics
+  per replica (aggregation "none") and updates each from its own share of the batch, so
+  replica 1 validated with other statistics than replica 0, whose copy is what gets saved.
+  Synchronized, the batch moments are all-reduced over the global batch
+  (keras/src/backend/tensorflow/nn.py, `_compute_moments_sync`): every replica computes
+  and stores the same statistics, those of the global batch, as on one device.
+- `ReplicaDropout`: Keras's Dropout draws its mask from one seed-generator state that is
+  mirrored, so every replica dropped the same units; here the replica id is folded into
+  the seed (on one device nothing changes).
+
 The LSTMs keep Keras's defaults (tanh / sigmoid, no recurrent dropout, unroll=False,
 use_bias=True, no masking): exactly the arguments for which Keras's TensorFlow backend
 runs the fused cuDNN kernel on a GPU (`keras.src.backend.tensorflow.rnn.cudnn_ok`).
@@ -42,6 +54,39 @@ class AttentionPooling(keras.layers.Layer):
         return (input_shape[0], input_shape[-1])
 
 
+@keras.saving.register_keras_serializable(package="trainer")
+class ReplicaDropout(keras.layers.Dropout):
+    """Keras's Dropout with its own mask on every replica of a distribution strategy.
+
+    The state of the seed generator still advances once per call and is the same on every
+    replica (so resume_state.json restores it as before); each replica folds its id into
+    the seed it draws from (TensorFlow's stateless_fold_in).
+    """
+
+    def call(self, inputs, training=False):
+        if not (training and self.rate > 0) or keras.backend.backend() != "tensorflow":
+            return super().call(inputs, training=training)
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return super().call(inputs, training=training)
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(ctx.replica_id_in_sync_group, tf.int64))
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
+
+
+def synchronize_batch_norm(model: keras.Model) -> int:
+    """Batch norm over the global batch in a model saved before it was (a resumed run).
+    Read when the train step is traced, so setting it after loading is enough."""
+    n = 0
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            n += 1
+    return n
+
+
 def build_model(frames: int, feature_dim: int, model_cfg: dict) -> keras.Model:
     units = model_cfg["lstm_units"]
     dropout = model_cfg["dropout"]
@@ -51,15 +96,15 @@ def build_model(frames: int, feature_dim: int, model_cfg: dict) -> keras.Model:
     h = inputs
     for i in range(model_cfg["lstm_layers"]):
         h = keras.layers.Bidirectional(keras.layers.LSTM(units, return_sequences=True), name=f"bilstm_{i + 1}")(h)
-        h = keras.layers.BatchNormalization(name=f"bilstm_{i + 1}_bn")(h)
-        h = keras.layers.Dropout(dropout, name=f"bilstm_{i + 1}_dropout")(h)
+        h = keras.layers.BatchNormalization(synchronized=True, name=f"bilstm_{i + 1}_bn")(h)
+        h = ReplicaDropout(dropout, name=f"bilstm_{i + 1}_dropout")(h)
     h = AttentionPooling(name="attention")(h)
     for i, width in enumerate(dense):
         h = keras.layers.Dense(width, activation="relu", name=f"dense_{i + 1}")(h)
         # The seed's head: BatchNorm after every dense layer but the last one.
         if i < len(dense) - 1:
-            h = keras.layers.BatchNormalization(name=f"dense_{i + 1}_bn")(h)
-        h = keras.layers.Dropout(dropout, name=f"dense_{i + 1}_dropout")(h)
+            h = keras.layers.BatchNormalization(synchronized=True, name=f"dense_{i + 1}_bn")(h)
+        h = ReplicaDropout(dropout, name=f"dense_{i + 1}_dropout")(h)
     # float32 output: the softmax and the loss stay stable under mixed_float16.
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", dtype="float32", name="probabilities")(h)
     return keras.Model(inputs, outputs, name="bilstm_attention")

@@ -60,9 +60,10 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
 
     from trainer import callbacks as cb
     from trainer.backbone import model_info_entry
-    from trainer import checkpoints, data, losses, runtime, schedule
-    from trainer.model import build_model, cudnn_eligible, lstm_layers
-    from trainer.optimizer import ClippedAdam
+    from trainer import checkpoints, data, device_choice, losses, runtime, schedule
+    from trainer.metrics import LabelledAccuracy  # noqa: F401  registered before a checkpoint is loaded
+    from trainer.model import build_model, cudnn_eligible, lstm_layers, synchronize_batch_norm
+    from trainer.optimizer import upgrade_loss_scaling
     from trainer.timeline import typical_clip
 
     tc, cc = cfg["train"], cfg["callbacks"]
@@ -89,24 +90,47 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     frames, dim = meta["feature_shape"]
     steps = data.steps_per_epoch(len(x_train), batch)
     settings = run_settings(cfg, meta, steps, FeatureCache(cache_dir).ok_records("train"))
+    info = _read_info(out) if initial_epoch else None
     if initial_epoch:
-        check_resume(_read_info(out), settings, out)
+        check_resume(info, settings, out)
     checkpoints.remove_stale_temporaries(out)
     print(f"cache: {cache_dir}  backbone {meta.get('backbone')} ({meta.get('weights')}), "
           f"{frames} frames x {dim} features, {x_train.dtype}")
     print(f"data: {len(x_train)} train / {len(x_val)} val videos; global batch {batch} -> {steps} steps per epoch")
 
+    class_weight = data.balanced_class_weights(y_train) if tc["class_weights"] else None
+
     # ---- devices, precision -----------------------------------------------------------
+    def time_devices(devices: list[str]):
+        """train.gpus auto: real training steps of this run's model and data on `devices`."""
+        per = 1 if len(devices) > 1 else execution_steps(steps, tc["steps_per_execution"])
+        with runtime.strategy_for(devices).scope():
+            probe = compile_model(build_model(frames, dim, cfg["model"]), cfg, steps,
+                                  keras.mixed_precision.global_policy().name == "mixed_float16",
+                                  jit=False, per_call=per)  # XLA: off on GPUs for these cuDNN LSTMs (decide_jit)
+        return device_choice.time_training(
+            probe, lambda n: data.make_train_dataset(x_train, y_train, batch, tc["seed"], 0, n), steps, batch, per,
+            class_weight)
+
+    recorded_devices = ((_read_info_if_any(out) or {}).get("run") or {}).get("devices") if resume else None
+    rt = runtime.setup(tc["gpus"], tc["mixed_precision"], strategy,
+                       choose=lambda visible: device_choice.choose(visible, batch, time_devices, recorded_devices))
     # Seeds what is built here (a fresh model's weights and dropout generators); on resume
     # the generators' states come back from resume_state.json (callbacks.ResumeState).
     keras.utils.set_random_seed(tc["seed"])
-    rt = runtime.setup(tc["gpus"], tc["mixed_precision"], strategy)
     print(f"devices: {runtime.describe(rt)}" + (f" ({batch / rt.replicas:g} samples per replica per step)"
                                                if rt.replicas > 1 else "") + f"; {rt.devices_reason}")
+    if rt.replicas > 1 and batch % rt.replicas:
+        raise UsageError(f"train.batch_size {batch} does not split evenly over {rt.replicas} replicas (each GPU "
+                         f"takes an equal share of the global batch): use a multiple of {rt.replicas}, or --gpus 1")
     print(f"mixed precision: {rt.mixed_precision_reason}")
+    settings["precision"] = rt.policy
+    settings["devices"] = rt.choice.record() if rt.choice is not None else {
+        "setting": tc["gpus"], "chosen": rt.replicas, "devices": rt.devices, "reason": rt.devices_reason}
+    if initial_epoch:
+        check_resume_precision(info, out / state["checkpoint"], rt, out)
 
     # ---- class weights ("balanced"), logged and really passed to fit ------------------
-    class_weight = data.balanced_class_weights(y_train) if tc["class_weights"] else None
     counts = {CLASSES[c]: int((y_train == c).sum()) for c in range(len(CLASSES))}
     if class_weight:
         print("class weights (balanced): " + ", ".join(
@@ -135,6 +159,10 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             model = keras.models.load_model(out / state["checkpoint"])
             print(f"resume: {state['checkpoint']} (epoch {initial_epoch}/{epochs}, "
                   f"optimizer step {int(model.optimizer.iterations.numpy())})")
+            # checkpoints written before batch norm was synchronized and loss scaling replica-safe
+            if synchronize_batch_norm(model) or upgrade_loss_scaling(model.optimizer):
+                print("resume: the checkpoint predates synchronized batch norm / replica-safe loss scaling; "
+                      "both are on from here")
             jit_reason = f"{'on' if model.jit_compile else 'off'} (as the run started)"
             model.steps_per_execution = per_call  # not part of the saved compile config
             if tuple(model.input_shape[1:]) != (frames, dim):
@@ -142,13 +170,8 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
                                  f"cache holds {(frames, dim)}; resume with the cache the run started on")
         else:
             model = build_model(frames, dim, cfg["model"])
-            lr = schedule.warmup_cosine(steps, epochs, tc["warmup_epochs"], tc["learning_rate"], tc["min_learning_rate"])
-            # clipping of the summed gradient of all replicas (trainer/optimizer.py)
-            optimizer = ClippedAdam(learning_rate=lr, global_clipnorm=tc["clipnorm"])
-            loss = losses.build_loss(tc)
             jit, jit_reason = runtime.decide_jit(rt, tc["xla"], model)
-            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit,
-                          steps_per_execution=per_call)
+            compile_model(model, cfg, steps, rt.mixed_precision, jit, per_call)
     lr_schedule = schedule.find_scaled_schedule(model.optimizer)
     eligible = all(cudnn_eligible(layer) for layer in lstm_layers(model))
     print(f"model: {model.count_params():,} parameters ({cfg['model']['lstm_layers']} x BiLSTM({cfg['model']['lstm_units']}) "
@@ -212,7 +235,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
         print(f"resume: the run already finished (epoch {initial_epoch}); nothing to train")
     else:
         train_ds = data.make_train_dataset(x_train, y_train, batch, tc["seed"], initial_epoch, epochs)
-        val_ds = data.make_dataset(x_val, y_val, batch, shuffle=False)
+        val_ds = data.make_eval_dataset(x_val, y_val, batch, rt.replicas)
         print(f"training epochs {initial_epoch + 1}..{epochs} -> {out}")
         try:
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
@@ -246,6 +269,22 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
         if metrics is not None:
             print(f"test accuracy: {metrics['accuracy']:.4f}")
     return 0
+
+
+def compile_model(model, cfg: dict, steps: int, mixed_float16: bool, jit: bool, per_call: int):
+    """Compile the classifier as the run trains it (call in the strategy's scope)."""
+    from trainer import losses, schedule
+    from trainer.metrics import LabelledAccuracy
+    from trainer.optimizer import build_optimizer
+
+    tc = cfg["train"]
+    lr = schedule.warmup_cosine(steps, tc["epochs"], tc["warmup_epochs"], tc["learning_rate"], tc["min_learning_rate"])
+    # clipping of the summed gradient of all replicas; loss scaling that skips on all of them (optimizer.py)
+    optimizer = build_optimizer(lr, tc["clipnorm"], mixed_float16)
+    # Keras's accuracy, blind to the rows that pad a validation batch (metrics.py)
+    model.compile(optimizer=optimizer, loss=losses.build_loss(tc), metrics=[LabelledAccuracy()], jit_compile=jit,
+                  steps_per_execution=per_call)
+    return model
 
 
 def execution_steps(steps_per_epoch: int, wanted: int) -> int:
@@ -282,10 +321,40 @@ def check_resume(info: dict, now: dict, out: Path) -> None:
                              f"(the checkpoint's schedule, loss and model are laid out for it); {hint}")
 
 
+def check_resume_precision(info: dict, checkpoint: Path, rt, out: Path) -> None:
+    """Refuse, with one line, a resume in another effective precision than the run's.
+
+    Keras loads a mixed_float16 checkpoint's optimizer into a float32 one (or the reverse)
+    by skipping all its variables with a warning: the step count restarts at 0 (warmup
+    again), Adam's moments and the loss scale are gone. Runs from before the precision was
+    recorded are judged by the checkpoint itself (a loss-scale optimizer: mixed_float16).
+    """
+    from trainer.checkpoints import saved_precision
+
+    was = (info.get("run") or {}).get("precision") or saved_precision(checkpoint)
+    now = rt.policy
+    if was is None or was == now:
+        return
+    hint = ("resume on a GPU with tensor cores (compute capability 7.0 or newer) and train.mixed_precision true"
+            if was == "mixed_float16" else "resume with --no-mixed-precision")
+    raise UsageError(f"resume: precision is {now} but the run in {out} was started with {was} (the checkpoint's "
+                     f"optimizer state - loss scale, Adam moments, step count - does not load across precisions); "
+                     f"{hint}, or train into a new --output-dir")
+
+
 def _tensorboard_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
+
+
+def _read_info_if_any(out: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((out / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _read_info(out: Path) -> dict:

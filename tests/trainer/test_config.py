@@ -56,11 +56,19 @@ def write(tmp_path: Path, text: str) -> Path:
     ("data: [1, 2\n", "not valid YAML"),
     ("train:\n  focal_alpha: 1.5\n", "'train.focal_alpha' must be between 0 and 1"),
     ("callbacks:\n  early_stopping: {restore_best_weights: true}\n", "restore weights that nothing uses"),
+    ("train:\n  gpus: two\n", "'train.gpus' must be auto or a number of GPUs (0 = every visible GPU), got 'two'"),
+    ("train:\n  gpus: -1\n", "'train.gpus' must be auto or a number of GPUs"),
 ])
 def test_bad_config_is_one_line_usage_error(tmp_path, text, needle):
     with pytest.raises(UsageError) as exc:
         config.load(write(tmp_path, text))
     assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_gpus_is_auto_by_default_or_a_count(tmp_path):
+    assert config.DEFAULTS["train"]["gpus"] == "auto"
+    assert config.load(write(tmp_path, "train:\n  gpus: 2\n"))["train"]["gpus"] == 2
+    assert config.load(None, {"train": {"gpus": 0}})["train"]["gpus"] == 0  # --gpus 0: every visible GPU
 
 
 def test_int_accepted_for_float_and_overrides_apply_last(tmp_path):

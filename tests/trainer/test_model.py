@@ -21,9 +21,13 @@ def test_parameter_count_of_the_seed_architecture(units, params):
 
 def test_layer_sequence_matches_the_seed():
     model = build_model(20, 4096, SEED_MODEL)
-    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    # Keras's Dropout with a mask of its own on each replica (trainer/model.py)
+    kinds = [type(layer).__name__.replace("ReplicaDropout", "Dropout") for layer in model.layers[1:]]
     assert kinds == (["Bidirectional", "BatchNormalization", "Dropout"] * 3 + ["AttentionPooling"]
                      + ["Dense", "BatchNormalization", "Dropout"] * 2 + ["Dense", "Dropout", "Dense"])
+    assert all(isinstance(d, keras.layers.Dropout) for d in model.layers if "Dropout" in type(d).__name__)
+    # batch-norm moments over the global batch, not each replica's share
+    assert all(b.synchronized for b in model.layers if isinstance(b, keras.layers.BatchNormalization))
     bidis = [layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)]
     assert all(b.forward_layer.return_sequences and b.forward_layer.units == 128 for b in bidis)
     assert {d.rate for d in model.layers if isinstance(d, keras.layers.Dropout)} == {0.5}

@@ -75,7 +75,8 @@ def _history(out: Path) -> list[dict]:
 def test_sigkill_then_sigterm_then_resume_is_exact(tmp_path):
     import keras
 
-    import trainer.losses  # noqa: F401  registers the custom loss, optimizer and layer for load_model
+    import trainer.losses  # noqa: F401  registers the custom loss, metric, optimizer and layer for load_model
+    import trainer.metrics  # noqa: F401
     import trainer.model  # noqa: F401
     import trainer.optimizer  # noqa: F401
     from trainer import schedule
@@ -261,3 +262,68 @@ def test_sigkill_during_a_model_save_leaves_the_previous_file_intact(tmp_path):
     assert len(list(tmp_path.glob(".tmp-*.keras"))) == 1
     assert checkpoints.remove_stale_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["best_model.keras"]
+
+
+SMALL = """
+model: {lstm_units: 4, lstm_layers: 1, dense_units: [8, 8], dropout: 0.1}
+train: {batch_size: 16, warmup_epochs: 1, xla: false, learning_rate: 3.0e-3}
+callbacks: {tensorboard: false}
+"""
+
+
+def test_a_resume_in_another_precision_is_refused_with_one_line(tmp_path, monkeypatch, capsys):
+    """A mixed_float16 checkpoint resumed in float32 (a CPU, an old GPU, --no-mixed-precision)
+    would load without its optimizer (Keras skips every variable with a warning): step count,
+    warmup, Adam's moments and the loss scale start over. Refused instead, naming it."""
+    import keras
+
+    from trainer import runtime
+    from trainer.cli import main
+
+    cache = make_cache(tmp_path / "cache", {"train": 32, "val": 8, "test": 4})
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "run"
+    args = ["train", "--cache-dir", str(cache), "--output-dir", str(out), "--config", str(cfg), "--epochs", "2",
+            "--no-evaluate"]
+
+    def on_a_gpu(m):  # what a GPU with tensor cores decides, recorded: mixed_float16 is effective
+        m.setattr(runtime, "visible_gpus", lambda: ["/cpu:0"])
+        m.setattr(runtime, "is_gpu", lambda device: True)
+        m.setattr(runtime, "gpu_capability", lambda index=0: (8, 9))
+
+    with monkeypatch.context() as m:
+        on_a_gpu(m)
+        assert main(args) == 0
+    assert "mixed precision: on: mixed_float16" in capsys.readouterr().out
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["run"]["precision"] == "mixed_float16"
+    # as if killed during epoch 2: the last commit is epoch 1
+    state = json.loads((out / "resume_state.json").read_text())
+    (out / "resume_state.json").write_text(json.dumps({**state, "epoch": 1, "checkpoint": "checkpoint_epoch_001.keras"}))
+
+    def refused():
+        rc = main([*args, "--resume"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1, err
+        return err
+
+    err = refused()  # here: no GPU, so float32
+    assert f"resume: precision is float32 but the run in {out} was started with mixed_float16" in err
+    assert "resume on a GPU with tensor cores" in err
+    # a run from before the precision was recorded: the checkpoint's own optimizer says it
+    del info["run"]["precision"]
+    (out / "model_info.json").write_text(json.dumps(info))
+    assert "was started with mixed_float16" in refused()
+    keras.mixed_precision.set_global_policy("float32")
+
+    # where mixed_float16 runs again, the run continues with its optimizer state
+    with monkeypatch.context() as m:
+        on_a_gpu(m)
+        assert main([*args, "--resume"]) == 0
+    keras.mixed_precision.set_global_policy("float32")
+    log = capsys.readouterr().out
+    assert "resume: checkpoint_epoch_001.keras (epoch 1/2, optimizer step 2)" in log
+    model = keras.models.load_model(out / "checkpoint_epoch_002.keras")
+    assert type(model.optimizer).__name__ == "ReplicaSafeLossScaleOptimizer"
+    assert int(model.optimizer.iterations.numpy()) == 4  # 2 epochs x 2 steps, none lost

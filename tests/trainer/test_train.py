@@ -196,3 +196,58 @@ def test_steps_per_execution_divides_the_epoch():
     assert execution_steps(3, 16) == 3
     assert execution_steps(17, 16) == 1  # a prime step count: one step per call
     assert execution_steps(169, 1) == 1
+
+
+def test_training_batches_are_full_and_static_so_no_replica_gets_an_empty_one():
+    """33 clips at a global batch of 16: the last batch held 1 clip, so with 2 replicas one
+    replica got none (NaN batch-norm statistics); a batch size the dataset hides (flat_map)
+    lets TensorFlow split it however it comes. Every batch is now 16 rows, the last one
+    completed with the epoch's first clips (as torch's DistributedSampler pads)."""
+    n, batch = 33, 16
+    x = np.arange(n, dtype=np.float16).reshape(n, 1, 1)
+    y = np.arange(n) % 2
+    ds = data.make_train_dataset(x, y, batch, seed=3, first_epoch=0, epochs=2)
+    assert ds.element_spec[0].shape[0] == batch  # static: TF splits it 8 + 8 on two replicas
+    rows = [np.asarray(xb)[:, 0, 0].astype(int).tolist() for xb, _ in ds]
+    assert [len(r) for r in rows] == [batch] * 6  # ceil(33 / 16) = 3 steps per epoch, all full
+    for epoch in (rows[:3], rows[3:]):
+        seen = sum(epoch, [])
+        assert sorted(set(seen)) == list(range(n))  # every clip, every epoch
+        assert len(seen) - n == 15  # the 15 extra rows repeat clips of the same epoch
+    assert sum(rows[:3], []) != sum(rows[3:], [])  # a new order every epoch
+
+
+def test_validation_batches_split_evenly_and_the_metrics_stay_exact():
+    """17 validation clips at batch 8 on 2 replicas: the last batch of 1 is padded to 2 with a
+    zero-weight row without a label; the real rows weigh (17 + 1) / 17, which is what makes
+    Keras's loss mean over rows (padding included) the mean over the 17 clips."""
+    n = 17
+    x = np.arange(n, dtype=np.float16).reshape(n, 1, 1)
+    y = np.arange(n) % 2
+    ds = data.make_eval_dataset(x, y, 8, replicas=2)
+    sizes, total, count, ids = [], 0.0, 0, []
+    for xb, yb, wb in ds:
+        xb, yb, wb = np.asarray(xb)[:, 0, 0], np.asarray(yb), np.asarray(wb)
+        assert (yb[wb == 0] == 0).all() and (yb[wb > 0].sum(axis=1) == 1).all()  # padding has no label
+        sizes.append(len(xb))
+        loss = xb.astype(np.float64) ** 2  # any per-clip value
+        total += float((loss * wb).sum())  # what Keras's loss tracker sums: weighted values ...
+        count += len(xb)  # ... over the rows of the batch
+        ids += xb[wb > 0].astype(int).tolist()
+    assert sizes == [8, 8, 2] and all(s % 2 == 0 for s in sizes)
+    assert sorted(ids) == list(range(n))  # no clip lost, none twice
+    assert total / count == pytest.approx((np.arange(n, dtype=np.float64) ** 2).mean(), rel=1e-6)
+    # one device: nothing to pad, no weights at all (the dataset is what it was)
+    assert len(data.make_eval_dataset(x, y, 8, replicas=1).element_spec) == 2
+
+
+def test_accuracy_leaves_out_the_rows_without_a_label():
+    from trainer.metrics import LabelledAccuracy
+
+    y_true = np.array([[0, 1], [1, 0], [0, 1], [0, 0]], np.float32)  # the last row pads a batch
+    y_pred = np.array([[0.2, 0.8], [0.3, 0.7], [0.9, 0.1], [0.6, 0.4]], np.float32)
+    ours, keras_own = LabelledAccuracy(), keras.metrics.CategoricalAccuracy()
+    ours.update_state(y_true, y_pred)
+    keras_own.update_state(y_true[:3], y_pred[:3])
+    assert float(ours.result()) == float(keras_own.result()) == pytest.approx(1 / 3)
+    assert ours.name == "accuracy"  # history columns stay accuracy / val_accuracy
