@@ -36,9 +36,11 @@ Compilation: the backbone runs the plain TensorFlow graph, never XLA (`xla_decis
 Keras's `jit_compile="auto"` would compile an uncompiled model with XLA on any GPU, which
 needs ptxas and libdevice from the CUDA toolkit in the image and compiles once per input
 shape, and nobody has measured it faster than cuDNN's convolutions for these networks.
-Passes run at a fixed set of sizes (`pass_size`): a short last pass is padded up to the
-next power of two, so a run compiles and autotunes a handful of shapes, not one per
-leftover count.
+On a GPU, passes run at a fixed set of sizes (`pass_size`): a short last pass is padded up
+to the next power of two, so a run autotunes a handful of shapes, not one per leftover
+count, and a pass of 64 frames costs there about what one of 20 does. On a CPU every frame
+costs its share, so passes run at their own size (Keras's predict function relaxes its
+shapes after one retrace).
 
 `feature_settings(cfg["data"])` lists everything that changes the features; its
 fingerprint is part of every cache key, so changing any of them (the backbone included)
@@ -354,6 +356,7 @@ class KerasBackbone:
         self.on_gpu = "GPU" in device.upper() if device else bool(tf.config.list_physical_devices("GPU"))
         self.jit_compile, self.xla_reason = xla_decision(self.on_gpu)
         self.computed = 0  # frames run through the network, padding included
+        self.pad_passes = self.on_gpu  # see the module docstring: padding pays on a GPU only
         weights = settings["weights"]
         previous = keras.mixed_precision.global_policy()
         self.policy = backbone_policy(settings.get("precision"), self.on_gpu,
@@ -399,9 +402,9 @@ class KerasBackbone:
     def features(self, frames) -> np.ndarray:
         """uint8 RGB [N, size, size, 3] (array or device tensor) -> float32 [N, feature_dim].
 
-        In passes of batch_size frames; a smaller last pass is padded with black frames up
-        to `pass_size` (a power of two), so the network only ever sees a few shapes (one
-        graph, one cuDNN autotuning per shape). The padding's features are dropped; each
+        In passes of batch_size frames; on a GPU a smaller last pass is padded with black
+        frames up to `pass_size` (a power of two), so the network only ever sees a few shapes
+        (one graph, one cuDNN autotuning per shape). The padding's features are dropped; each
         frame's features depend on that frame alone (inference: no batch statistics).
         """
         import tensorflow as tf
@@ -413,7 +416,7 @@ class KerasBackbone:
             for start in range(0, len(frames), self.batch_size):
                 chunk = frames[start:start + self.batch_size]
                 n = len(chunk)
-                size = pass_size(n, self.batch_size)
+                size = pass_size(n, self.batch_size) if self.pad_passes else n
                 if size > n:
                     chunk = tf.pad(chunk, [[0, size - n], [0, 0], [0, 0], [0, 0]])
                 self.computed += size

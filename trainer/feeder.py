@@ -2,9 +2,9 @@
 
 - Full passes. Frames of consecutive videos are packed into passes of exactly
   `batch` frames; a video's frames may straddle two passes (its features are put back
-  together before it is stored). Only the last pass of a run is smaller; a network
+  together before it is stored). Only the last pass of a run is smaller; on a GPU a network
   backbone pads it up to the next power of two (trainer/backbone.py `pass_size`: a fixed
-  set of shapes, so the last pass compiles nothing new), and the summary counts those frames.
+  set of shapes, so the last pass autotunes nothing new), and the summary counts those frames.
 - Every device. One thread per device (each visible GPU, or each logical CPU device
   where some are configured, else the CPU) holds its own backbone and takes passes from
   one bounded queue, so a fast device simply takes more. TensorFlow releases the GIL

@@ -42,6 +42,8 @@ def test_pass_sizes_are_powers_of_two_up_to_the_batch():
 
 def test_short_passes_run_at_a_few_fixed_sizes_with_the_same_features():
     backbone = KerasBackbone(feature_settings(SETTINGS), batch_size=8)
+    assert backbone.pad_passes is False  # no GPU here: see the next test
+    backbone.pad_passes = True  # as on a GPU, where a pass of 8 costs about what one of 5 does
     seen = []
     real = backbone.model.predict_on_batch
 
@@ -60,6 +62,20 @@ def test_short_passes_run_at_a_few_fixed_sizes_with_the_same_features():
     assert set(seen) <= {1, 2, 4, 8}, seen  # not one shape (one trace, one autotuning) per leftover count
     assert seen[-2:] == [8, 8]
     assert backbone.computed == 1 + 2 + 4 + 4 + 8 + 8 + 8 + 8 + 16
+
+
+def test_on_a_cpu_passes_run_at_their_own_size():
+    """On a CPU every padded frame is paid for in full (a predict of one 20-frame video
+    padded to 32 would do 1.6x the work): passes run at their own size there."""
+    backbone = KerasBackbone(feature_settings(SETTINGS), batch_size=8)
+    seen = []
+    real = backbone.model.predict_on_batch
+    backbone.model.predict_on_batch = lambda x: (seen.append(int(x.shape[0])), real(x))[1]
+    frames = np.random.default_rng(0).integers(0, 256, (13, 32, 32, 3), dtype=np.uint8)
+    assert backbone.features(frames[:5]).shape[0] == 5
+    backbone.features(frames)
+    assert seen == [5, 8, 5]
+    assert backbone.computed == 5 + 13
 
 
 def test_loading_a_model_sets_memory_growth_on_every_gpu_first(monkeypatch, tmp_path):
