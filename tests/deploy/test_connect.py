@@ -196,13 +196,11 @@ def test_a_space_in_the_local_project_path_does_not_break_rsync(sshd, tmp_path):
 
     root = tmp_path / "my projects" / "violence trainer"
     root.mkdir(parents=True)
-    project = DeployProject(root, sshd, tmp_path / "ws")
-    (root / "dataset").mkdir()
-    (root / "dataset" / "a.mp4").write_bytes(b"x" * 1000)
+    project = DeployProject(root, sshd, tmp_path / "ws")  # with a tiny dataset of real videos in its dataset/
     assert project.run("up").returncode == 0
     r = project.run("sync")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (tmp_path / "ws" / "dataset" / "a.mp4").is_file()
+    assert (tmp_path / "ws" / "dataset" / "violent" / "v0.mp4").is_file()
 
 
 def test_a_missing_pin_is_not_reported_as_a_changed_key(project, tmp_path):
