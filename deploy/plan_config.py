@@ -161,7 +161,8 @@ def describe_inputs(job: Job) -> str:
     if job.download_bytes or "download" in job.sources:
         parts.append(f"host download {job.download_bytes / 1e9:.2f} GB ({job.sources.get('download')})")
     parts.append(f"image {job.image_bytes / 1e9:.1f} GB ({job.sources.get('image', '-')})")
-    parts.append(f"extract {job.videos:,} videos x {job.frames} frames ({job.backbone})")
+    parts.append(f"extract {job.videos:,} videos x {job.frames} frames ({job.backbone}"
+                 + (f"; {job.sources['videos']})" if job.decode_pixel_frames else ")"))
     parts.append(f"train {job.epochs} epochs x {job.train_samples:,} samples")
     if job.corrections:
         parts.append("corrected by earlier runs: " + ", ".join(f"{p} x{r:.2f}" for p, r in job.corrections.items()))
