@@ -86,7 +86,7 @@ def run_local(config: dict, f: Findings, dataset: bool = True) -> dict | None:
 def check_train(config: dict, f: Findings) -> bool:
     """True when train.config loads (the scan then uses its class names and extensions)."""
     tc = config["train"]
-    for i, arg in enumerate(tc["args"]):
+    for arg in tc["args"]:
         flag = arg.split("=", 1)[0]
         if flag in RESERVED_TRAIN_FLAGS:
             f.add("FIX", "train.args", f"{flag} is set by the run itself ({RESERVED_TRAIN_FLAGS[flag]}): remove it "

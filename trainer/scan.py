@@ -239,15 +239,11 @@ def _problems(report: dict, videos: list[Video], allow_conflicts: bool) -> list[
         problems.append(f"no {missing} videos: training needs both classes (folders found map only to "
                         f"{next(iter(present))})")
     elif report["probe"] == "opencv":
-        readable = {c: 0 for c in CLASSES}
-        bad = {u["path"] for u in report["unreadable"]}
-        for v in videos:
-            readable[v.label] += v.rel not in bad
-        for c, n in readable.items():
-            if n == 0:
-                problems.append(f"none of the {c} videos can be read (e.g. {report['unreadable'][0]['path']}: "
-                                f"{report['unreadable'][0]['reason']})" if report["unreadable"] else
-                                f"none of the {c} videos can be read")
+        reason = {u["path"]: u["reason"] for u in report["unreadable"]}
+        for c in CLASSES:
+            mine = [v.rel for v in videos if v.label == c]
+            if all(rel in reason for rel in mine):
+                problems.append(f"none of the {len(mine)} {c} videos can be read (e.g. {mine[0]}: {reason[mine[0]]})")
     return problems
 
 

@@ -204,7 +204,7 @@ def test_scan_problems_that_extract_would_refuse(tmp_path, capsys):
     assert "no nonviolent videos" in capsys.readouterr().err
     tv.text_file(ds / "nonviolent/b.mp4")
     assert main(["scan", str(ds)]) == 2
-    assert "none of the nonviolent videos can be read" in capsys.readouterr().err
+    assert "none of the 1 nonviolent videos can be read (e.g. nonviolent/b.mp4: not a video" in capsys.readouterr().err
     assert main(["scan", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

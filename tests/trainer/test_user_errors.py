@@ -117,6 +117,17 @@ def test_a_garbage_keras_file_is_not_reported_as_file_not_found(model_dir, tmp_p
         assert "not a Keras model file" in line and "not found" not in line.lower(), line
 
 
+@pytest.mark.parametrize("command", ["info", "train", "evaluate"])
+def test_a_corrupt_cache_meta_json_is_one_line(command, model_dir, tmp_path):
+    cache = make_cache(tmp_path / "cache", {"train": 2, "val": 2, "test": 2})
+    (cache / "meta.json").write_text('{"backbone": "thumbnail", "frames": ')  # cut off by a full disk
+    args = {"info": ["--cache-dir", cache],
+            "train": ["--cache-dir", cache, "--output-dir", tmp_path / "o"],
+            "evaluate": ["--cache-dir", cache, "--model", model_dir / "best_model.keras"]}[command]
+    line = one_line_error(trainer(command, *args))
+    assert "meta.json is not readable" in line
+
+
 def test_yaml_errors_say_line_and_column(tmp_path):
     bad = tmp_path / "train.yaml"
     bad.write_text("data:\n  frames: 20\n  backbone: {vgg19\ntrain:\n  epochs: 3\n")
