@@ -1,6 +1,9 @@
-"""`python -m deploy check`: a read-only preflight against Vast.ai that rents nothing and costs nothing.
+"""`python -m deploy check`: a read-only preflight that rents nothing and costs nothing.
 
-It asks the service only what reading costs nothing (the account, its SSH keys, one offer
+First what the run will use, checked here for both providers (deploy/preflight.py:
+train.args through the trainer's own parser, train.config, the dataset scan,
+remote.python, the ssh host's name); with provider ssh, then a read-only visit to the host.
+For Vast.ai it asks the service only what reading costs nothing (the account, its SSH keys, one offer
 search, one broader search when nothing matches) and checks the local half (the SSH key,
 the image reference). Each finding is one line: `ok`, `warn` (works, but look), or `FIX`
 (what to change). Exit 2 when anything must be fixed. The API key is never printed.
@@ -11,28 +14,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploy import cost, vast_offers
+from deploy import cost, preflight, vast_offers
 from deploy.errors import UsageError
-
-
-class Findings:
-    def __init__(self):
-        self.lines: list[tuple[str, str, str]] = []
-
-    def add(self, level: str, what: str, text: str) -> None:
-        self.lines.append((level, what, text))
-        print(f"{level:<5} {what:<12} {text}", flush=True)
-
-    @property
-    def failed(self) -> bool:
-        return any(level == "FIX" for level, _, _ in self.lines)
+from deploy.preflight import Findings
 
 
 def run_check(provider) -> int:
-    if provider.name != "vast":
-        print(f"provider '{provider.name}' rents nothing: `python -m deploy up` checks the host itself")
-        return 0
     f = Findings()
+    report = preflight.run_local(provider.config, f)
+    if provider.name != "vast":
+        preflight.ssh_host(provider, f, upload_bytes=(report or {}).get("bytes", 0))
+        if f.failed:
+            print("check: fix the FIX lines above; nothing was started or changed on the host")
+            return 2
+        print("check: ready (`make deploy`); nothing was changed on the host")
+        return 0
     user = _check_api_key(provider, f)
     if user is not None:
         _check_credit(provider, user, f)

@@ -29,7 +29,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m deploy", description="train on a rented GPU (vast) or your own SSH host (ssh)")
     p.add_argument("--config", default=config_mod.DEFAULT_PATH, help="deploy config (default: %(default)s)")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subparsers = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    class _Verbs:  # every verb takes --config too, after its name (`deploy check --config F`)
+        @staticmethod
+        def add_parser(name, **kw):
+            s = subparsers.add_parser(name, **kw)
+            s.add_argument("--config", default=argparse.SUPPRESS, help="deploy config (also before the verb)")
+            return s
+
+    sub = _Verbs()
     sub.add_parser("check", help="read-only preflight against the provider: rents nothing, costs nothing")
     s = sub.add_parser("offers", help="list machines the provider could rent, ranked by the whole job's cost")
     s.add_argument("--json", action="store_true", help="the ranked offers as one JSON array")
@@ -126,8 +135,9 @@ def cmd_bid(ctx: Context) -> int:
 
 
 def cmd_up(ctx: Context) -> int:
-    from deploy import hostcheck
+    from deploy import hostcheck, preflight
 
+    preflight.require(ctx.config)  # train.args, train.config, the dataset, remote.python: before renting/connecting
     host = ctx.provider.up(dry_run=getattr(ctx.args, "dry_run", False))
     if getattr(ctx.args, "dry_run", False):
         return 0
@@ -144,8 +154,11 @@ def cmd_up(ctx: Context) -> int:
 
 
 def cmd_sync(ctx: Context) -> int:
+    from deploy import preflight
     from deploy.sync import run_sync
 
+    if not getattr(ctx.args, "code_only", False):
+        preflight.require_dataset(ctx.config)  # the scan refuses a dataset the run would refuse: nothing sent
     ctx.provider.ensure_running()
     with ctx.remote() as remote:
         started = time.time()
@@ -159,8 +172,11 @@ def cmd_sync(ctx: Context) -> int:
 
 
 def cmd_start(ctx: Context) -> int:
+    from deploy import preflight
     from deploy.start import start
 
+    # what check refuses in train.args / train.config / remote.python (the dataset was scanned by sync)
+    preflight.require(ctx.config, dataset=False)
     ctx.provider.ensure_running()
     with ctx.remote() as remote:
         start(remote, ctx.layout(), ctx.config, ctx.state, ctx.provider.remote_env(),
@@ -235,6 +251,13 @@ def cmd_ssh(ctx: Context) -> int:
 
 
 def cmd_down(ctx: Context) -> int:
+    if ctx.provider.name == "vast" and (ctx.state.data.get("vast") or {}).get("instance_id") is None:
+        try:
+            ctx.provider.api.sdk  # noqa: B018  (with a key, Vast.ai is asked for instances with our label)
+        except UsageError as exc:
+            print(f"nothing is recorded as rented for this project, so nothing was destroyed; Vast.ai was not asked "
+                  f"for an instance labelled {ctx.provider.label} that a crash left unrecorded ({exc})")
+            return 0
     ctx.provider.down(force=getattr(ctx.args, "force", False))
     return 0
 
@@ -292,10 +315,31 @@ COMMANDS = {"check": cmd_check, "bid": locked(cmd_bid), "offers": cmd_offers, "u
             "tensorboard": cmd_tensorboard, "watch": cmd_watch}
 
 
+# Commands that act on the host .deploy/ records. After ssh.host changed in the config, the ones that
+# would put work there refuse; the ones that look or fetch say which host they use (where the runs are).
+HOST_CHANGE_REFUSED = ("sync", "start")
+HOST_CHANGE_NOTED = ("status", "ssh", "logs", "fetch", "stop", "watch", "tensorboard")
+
+
+def notice_host_change(ctx: Context) -> None:
+    change = ctx.state.host_change(ctx.config)
+    if change is None or ctx.args.command not in HOST_CHANGE_REFUSED + HOST_CHANGE_NOTED:
+        return
+    configured, recorded, since = change
+    if ctx.args.command in HOST_CHANGE_REFUSED:
+        raise UsageError(f"ssh.host changed: the deploy config says {configured} but .deploy/ records {recorded} "
+                         f"(from `up` {since}): run `python -m deploy up` to switch to {configured} (runs on "
+                         f"{recorded} stay there), or set ssh back to {recorded}")
+    print(f"note: the deploy config now says {configured}, but this uses {recorded}, the host recorded by `up` "
+          f"{since}, where the runs are; `python -m deploy up` switches to {configured}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](Context(args)) or 0
+        ctx = Context(args)
+        notice_host_change(ctx)
+        return COMMANDS[args.command](ctx) or 0
     except UsageError as exc:  # may quote the host's words: never its control characters (host_text.py)
         print(f"error: {host_text.clean(str(exc))}", file=sys.stderr)
         return 2

@@ -72,9 +72,13 @@ def load(path: str | os.PathLike | None = None) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UsageError(f"{path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        # where the parser stopped, and what it was inside (e.g. the flow mapping that never closed)
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and cmark is not None:
+            problem += f" ({context} at line {cmark.line + 1}, column {cmark.column + 1})"
+        raise UsageError(f"{path}{where}: not valid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path} must be a mapping of sections (provider, ssh, remote, dataset, train)")
     return validate(raw, source=str(path))

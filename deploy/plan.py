@@ -5,8 +5,8 @@ The bill of a run is $/h x the hours it is rented, and those hours go to four ph
     upload   the dataset (or only the feature cache) through min(offer inet_down, your uplink);
              a host-side download (dataset.url / dataset.kaggle) through inet_down alone
     pull     the image's compressed layers through inet_down
-    extract  videos / min(decode rate = CPU cores x videos/s per core,
-                          backbone rate = frames/s on the offer's GPU / frames per video)
+    extract  max(decode = the videos' decoded pixels / (CPU cores x pixels/s per core),
+                 backbone = videos x frames per video / frames/s on the offer's GPU)
     train    start-up + epochs x epoch time, the epoch's FLOPs over the offer's TFLOPS x an efficiency
 
 job cost = dph_total (the GPU and the disk at our size, per hour) x the hours of all four,
@@ -39,6 +39,12 @@ A100_FP32_TFLOPS = 19.5
 # bench/plan_inputs.py, "decode, 1 thread": sample_frames on 640x360 5-s H.264 clips (x264 defaults),
 # one process, one decoder thread = one extract worker per core (2-core AMD EPYC dev machine).
 DECODE_VIDEOS_PER_S_PER_CORE = 5.0  # measured 4.97 (2026-12-01)
+# The same measurement per decoded pixel: 4.97 clips/s x 150 frames (5 s at 30 fps) x 640 x 360.
+# Decoding reads every frame of a video, so its cost is frames x pixels: `python -m trainer scan`
+# gives both per video (container headers: frame count, width, height). Linear in pixels, this
+# predicts 0.76 videos/s per core for README's 720p/1080p H.264 clips (bench/decode_alternatives.py
+# measured 0.88-1.02): about 5x slower than 640x360, and on the safe side by ~20 %.
+DECODE_PIXEL_FRAMES_PER_S_PER_CORE = 4.97 * 150 * 640 * 360
 # Backbone frames/s on one A100-equivalent GPU. thumbnail does no GPU work (a resize): decode-bound.
 BACKBONE_A100_FPS = {"vgg19": KERAS_A100_VGG19_FPS, "thumbnail": math.inf}
 # Assumption, not measured (no GPU was available to this work): the fraction of peak FP32 FLOP/s the
@@ -69,6 +75,9 @@ class Job:
     download_bytes: int = 0        # fetched by the host itself (dataset.url / dataset.kaggle)
     image_bytes: int = int(IMAGE_GB_FALLBACK * 1e9)
     videos: int = 0                # to extract on the host (0 when the cache is sent)
+    # sum of frames x width x height over those videos (the dataset scan); 0: unknown, so the
+    # 640x360 5-s clip figure per video is used
+    decode_pixel_frames: int = 0
     frames: int = FRAMES_DEFAULT
     backbone: str = "vgg19"
     feature_dim: int = 4096
@@ -122,9 +131,13 @@ def phase_seconds(offer: dict, job: Job) -> dict[str, float]:
         "train": 0.0,
     }
     if job.videos:
-        decode = max(_f(offer, "cpu_cores_effective", _f(offer, "cpu_cores", 1.0)), 1.0) * DECODE_VIDEOS_PER_S_PER_CORE
+        cores = max(_f(offer, "cpu_cores_effective", _f(offer, "cpu_cores", 1.0)), 1.0)
+        if job.decode_pixel_frames:
+            decode_s = job.decode_pixel_frames / (cores * DECODE_PIXEL_FRAMES_PER_S_PER_CORE)
+        else:
+            decode_s = job.videos / (cores * DECODE_VIDEOS_PER_S_PER_CORE)
         gpu_fps = BACKBONE_A100_FPS.get(job.backbone, KERAS_A100_VGG19_FPS) * per_gpu_tflops(offer) / A100_FP32_TFLOPS
-        s["extract"] = EXTRACT_STARTUP_S + job.videos / min(decode, gpu_fps / job.frames)
+        s["extract"] = EXTRACT_STARTUP_S + max(decode_s, job.videos * job.frames / gpu_fps)
     if job.epochs and job.train_samples:
         flops = _f(offer, "total_flops", A100_FP32_TFLOPS) * 1e12 * TRAIN_EFFICIENCY
         cache_read = (job.train_samples + job.val_samples) * job.frames * job.feature_dim * 2 / 1e6 / disk  # float16

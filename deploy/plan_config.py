@@ -7,6 +7,7 @@ deploy/plan_sizes.py and what .deploy/plan.json measured (deploy/plan_report.py)
 
 from __future__ import annotations
 
+import os
 import re
 
 from deploy.config import OVERLAY
@@ -85,8 +86,9 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
         videos = int(measured.get("videos") or 0)
         src["videos"] = "the last run's dataset" if videos else "unknown until the host has it: extract not estimated"
     else:
-        cache_bytes, _ = plan_sizes.folder_stats(ds.get("cache"))
-        data_bytes, videos = plan_sizes.folder_stats(ds.get("path"))
+        cache_bytes = plan_sizes.folder_bytes(ds.get("cache"))
+        data_bytes = plan_sizes.folder_bytes(ds.get("path"))
+        videos, decode, scanned = _scanned(ds.get("path"), (config.get("train") or {}).get("config"))
         if ds.get("cache") and cache_bytes:
             job.upload_bytes = cache_bytes + data_bytes
             src["upload"] = f"feature cache {ds['cache']}" + (f" + dataset {ds['path']}" if data_bytes else "")
@@ -97,8 +99,9 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
             job.upload_bytes = data_bytes
             src["upload"] = f"dataset {ds.get('path')}" if data_bytes else "nothing local to send"
             videos_to_extract = videos
+            job.decode_pixel_frames = decode
         job.videos = videos_to_extract
-        src["videos"] = f"{videos} video files under dataset.path" if videos else "none"
+        src["videos"] = scanned
     if not job.videos and (ds.get("url") or ds.get("kaggle")):
         job.videos = videos
     job.train_samples = int(videos * t["train_frac"])
@@ -131,13 +134,35 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     return job
 
 
+def _scanned(path: str | None, train_config: str | None) -> tuple[int, int, str]:
+    """(videos, decoded pixels of all of them, how known) from `python -m trainer scan` of dataset.path."""
+    from deploy import trainer_cli
+
+    if not path or not os.path.isdir(path):
+        return 0, 0, "none"
+    out = trainer_cli.scan(str(path), train_config if train_config and os.path.isfile(train_config) else None)
+    r = out.report
+    if not r:
+        return 0, 0, f"not scanned ({out.error}): extract not estimated"
+    videos, d = int(r.get("videos") or 0), r.get("decode") or {}
+    measured = int(d.get("videos_measured") or 0)
+    if not measured:  # no headers read (no OpenCV here): the per-video 640x360 5-s figure
+        return videos, 0, f"{videos} videos under dataset.path (durations unknown: decoded as 640x360 5-s clips)"
+    pixels = int(d.get("pixel_frames") or 0) * videos // measured  # unreadable ones: as the average
+    hours = (r.get("duration_s") or 0) / 3600
+    top = next(iter(r.get("resolutions") or {}), "?")
+    return videos, pixels, (f"{videos} videos under dataset.path, {hours:.1f} h, mostly {top} (dataset scan: "
+                            f"decode scales with frames x pixels)")
+
+
 def describe_inputs(job: Job) -> str:
     parts = [f"upload {job.upload_bytes / 1e9:.2f} GB ({job.sources.get('upload', '-')}) over "
              f"min(inet_down, uplink {job.uplink_mbps:g} Mb/s: {job.sources.get('uplink', '-')})"]
     if job.download_bytes or "download" in job.sources:
         parts.append(f"host download {job.download_bytes / 1e9:.2f} GB ({job.sources.get('download')})")
     parts.append(f"image {job.image_bytes / 1e9:.1f} GB ({job.sources.get('image', '-')})")
-    parts.append(f"extract {job.videos:,} videos x {job.frames} frames ({job.backbone})")
+    parts.append(f"extract {job.videos:,} videos x {job.frames} frames ({job.backbone}"
+                 + (f"; {job.sources['videos']})" if job.decode_pixel_frames else ")"))
     parts.append(f"train {job.epochs} epochs x {job.train_samples:,} samples")
     if job.corrections:
         parts.append("corrected by earlier runs: " + ", ".join(f"{p} x{r:.2f}" for p, r in job.corrections.items()))

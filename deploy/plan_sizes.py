@@ -25,7 +25,6 @@ from deploy.errors import UsageError
 from deploy.providers import vast_image
 
 TIMEOUT_S = 4.0
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp", ".ts"}
 # RFC 2606 / RFC 6761 names that never resolve: no lookup is tried for them (tests use them).
 _NEVER_RESOLVES = (".example", ".invalid", ".test", ".localhost")
 
@@ -37,16 +36,12 @@ MANIFEST_TYPES = ", ".join([
 ])
 
 
-def folder_stats(path: str | os.PathLike | None) -> tuple[int, int]:
-    """(bytes, video files) under `path`; (0, 0) when it is not a folder."""
+def folder_bytes(path: str | os.PathLike | None) -> int:
+    """Bytes of the files under `path` (what rsync sends); 0 when it is not a folder. Which of them are
+    videos is the trainer's call: `python -m trainer scan` (deploy/trainer_cli.py), one list of extensions."""
     if not path or not Path(path).is_dir():
-        return 0, 0
-    size = videos = 0
-    for p in Path(path).rglob("*"):
-        if p.is_file():
-            size += p.stat().st_size
-            videos += p.suffix.lower() in VIDEO_SUFFIXES
-    return size, videos
+        return 0
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def _get(url: str, headers: dict | None = None, method: str = "GET"):

@@ -102,6 +102,22 @@ class State:
     def get_host(self) -> Host | None:
         return Host.from_dict(self.data["host"]) if self.data.get("host") else None
 
+    def host_change(self, config: dict) -> tuple[str, str, str] | None:
+        """Provider ssh: (configured, recorded, when recorded) when ssh.host/port/user no longer name the
+        host `up` recorded, else None. (Vast.ai hosts come from the instance, not from the config.)"""
+        rec = self.data.get("host")
+        if not rec or self.data.get("provider") != "ssh" or config.get("provider") != "ssh":
+            return None
+        ssh = config.get("ssh") or {}
+        if not ssh.get("host"):
+            return None
+        configured = f"{ssh.get('user')}@{ssh['host']}:{ssh.get('port', 22)}"
+        recorded = f"{rec.get('user')}@{rec['host']}:{rec.get('port', 22)}"
+        if configured == recorded:
+            return None
+        when = self.data.get("host_recorded_at")
+        return configured, recorded, f"at {when}" if when else "earlier"
+
     @property
     def workspace(self) -> str | None:
         return self.data.get("workspace")

@@ -27,8 +27,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-CLASSES = ("nonviolent", "violent")  # label index = position; the violent probability is column 1
-SPLITS = ("train", "val", "test")
+from trainer.labels import CLASSES, SPLITS  # noqa: F401  (re-exported: most modules import them from here)
+
 FORMAT_VERSION = 1
 
 

@@ -1,7 +1,8 @@
 """`python -m trainer <command>`: argument parsing and exit codes only.
 
 Each command lives in its own module with a `run(args) -> int`; modules are imported
-lazily so that `info` or a usage error never pays for importing TensorFlow.
+lazily so that `info`, `scan` or a usage error never pays for importing TensorFlow, and
+each command checks what it can (paths, flags, the cache) before importing it.
 Exit codes: 0 success, 2 a mistake the user must fix (one line on stderr), 130 Ctrl-C.
 """
 
@@ -14,10 +15,43 @@ import sys
 from trainer.errors import UsageError
 
 
+def _count(value: str) -> int:
+    """An argparse type: a whole number >= 0 (a bad --gpus fails here, before anything loads)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = every visible GPU), got {n}")
+    return n
+
+
+def _gpus(value: str) -> int | str:
+    """train --gpus: a count (0 = every visible GPU) or `auto`."""
+    return "auto" if value.strip().lower() == "auto" else _count(value)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own errors are usage errors too: exit 2
         self.print_usage(sys.stderr)
-        raise UsageError(message)
+        raise UsageError(message + _did_you_mean(self, message))
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """' (did you mean --epochs?)' for a misspelt flag in argparse's "unrecognized arguments: ..." message."""
+    import difflib
+
+    if not message.startswith("unrecognized arguments:"):
+        return ""
+    parsers = [parser] + [sp for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                          for sp in a.choices.values()]  # argparse reports a verb's unknown flags at the top
+    known = sorted({o for p in parsers for action in p._actions for o in action.option_strings if o.startswith("--")})
+    hints = []
+    for word in message.split(":", 1)[1].split():
+        flag = word.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75) if flag.startswith("--") else []
+        hints += [f"{flag} -> {close[0]}"] if close else []
+    return f" (did you mean: {', '.join(hints)}?)" if hints else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML config (default: built-in defaults = configs/train.yaml)")
     s.add_argument("--weights", help="imagenet | none | PATH (overrides data.weights)")
     s.add_argument("--workers", type=int, help="video-decoding processes (overrides data.workers)")
-    s.add_argument("--gpus", type=int, help="GPUs that extract (default 0: every visible GPU)")
+    s.add_argument("--gpus", type=_count, help="GPUs that extract (default 0: every visible GPU)")
+    s.add_argument("--allow-label-conflicts", action="store_true",
+                   help="keep identical videos found under both classes (data.allow_label_conflicts)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(module="trainer.extract")
+
+    s = sub.add_parser("scan", help="what a dataset holds: videos, durations, resolutions, codecs, duplicates, "
+                                    "label conflicts (container headers only, nothing decoded)")
+    s.add_argument("dataset", help="the dataset folder (class-folder or split-folder layout)")
+    s.add_argument("--config", help="YAML config: class names, extra video extensions, frames per video")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--allow-label-conflicts", action="store_true",
+                   help="do not fail on identical videos under both classes")
+    s.set_defaults(module="trainer.scan")
 
     s = sub.add_parser("info", help="summarise a feature cache")
     s.add_argument("--cache-dir", required=True)
@@ -58,17 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int, help="GLOBAL batch size")
-    s.add_argument("--gpus", type=int, help="number of GPUs to use, 0 = all (default: train.gpus, auto: the "
-                   "faster of 1 and all, measured at the start)")
+    s.add_argument("--gpus", type=_gpus, help="GPUs to train on: N (0 = all) or auto, the faster of 1 and all, "
+                   "measured at the start (default: train.gpus)")
     s.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--use-focal-loss", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--use-class-weights", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--resume", action="store_true", help="continue after the last completed epoch")
-    s.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation at the end")
+    s.add_argument("--no-evaluate", action="store_true", help="skip the evaluation at the end")
+    s.add_argument("--use-cache-settings", action="store_true",
+                   help="train on a cache whose feature settings differ from the config's data section")
+    s.add_argument("--dry-run", action="store_true",
+                   help="check the flags, the config (and the cache, if it exists) and exit: no training, "
+                        "no TensorFlow (what `python -m deploy check` runs)")
     s.set_defaults(module="trainer.train")
 
-    s = sub.add_parser("evaluate", help="test-split metrics and plots for a trained model")
+    s = sub.add_parser("evaluate", help="test-split metrics and plots for a trained model (the validation split "
+                                        "when the cache has no test split)")
     s.add_argument("--cache-dir", required=True)
     s.add_argument("--model", required=True)
     s.add_argument("--output-dir", help="where metrics.json and plots/ go (default: the model's folder)")
@@ -94,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainer import native_log
+
+    native_log.quiet_tensorflow()  # before anything can import TensorFlow
     try:
         args = build_parser().parse_args(argv)
         return importlib.import_module(args.module).run(args) or 0

@@ -30,6 +30,12 @@ DEFAULTS: dict[str, Any] = {
         "extract_batch_size": 64,  # frames per forward pass of the backbone
         "workers": 0,  # video-decoding processes; 0 = one per CPU core
         "split": {"train": 0.70, "val": 0.15, "test": 0.15, "seed": 42},
+        # added to the built-in list (trainer/video_formats.py: .mp4 .avi .mkv .mov .webm .mpg
+        # .mpeg .m4v .wmv .flv .3gp .ts .m2ts .mts), e.g. [".dav"] where FFmpeg reads them
+        "video_extensions": [],
+        # true: keep identical videos found under both classes, each with its folder's label
+        # (by default extract and scan refuse them, naming both paths: one of the labels is wrong)
+        "allow_label_conflicts": False,
         "class_names": {
             "violent": ["violence", "violent", "fight", "fights"],
             "nonviolent": [
@@ -74,7 +80,9 @@ DEFAULTS: dict[str, Any] = {
         # counts from (the seed's val_accuracy ties on small validation sets, keeping the
         # first, least confident epoch, and ignores confidence altogether)
         "checkpoint_monitor": "val_loss",
-        "keep_last_checkpoints": 0,  # 0 = keep every per-epoch checkpoint
+        # per-epoch checkpoints kept, newest first (best_model.keras is kept apart); 0 = all.
+        # The seed's model is 63 MB a checkpoint: 100 epochs would be 6.3 GB (README, Training)
+        "keep_last_checkpoints": 3,
         # restore_best_weights must stay false: the model kept is best_model.keras
         "early_stopping": {"monitor": "val_loss", "patience": 15, "restore_best_weights": False},
         "reduce_lr": {"monitor": "val_loss", "factor": 0.5, "patience": 7, "min_lr": 1.0e-7},
@@ -133,16 +141,7 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """DEFAULTS, then the YAML file at `path`, then `overrides` (same nesting)."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"config: file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"config: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise UsageError(f"config: {path} must hold a mapping at the top level")
-        cfg = _merge(cfg, loaded)
+        cfg = _merge(cfg, read_file(path))
     if overrides:
         cfg = _merge(cfg, overrides)
     _check_backbone(cfg["data"]["backbone"])
@@ -150,9 +149,55 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     return cfg
 
 
+def read_file(path: str | Path) -> dict:
+    """The mapping a YAML config file holds, as written (not merged with the defaults)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config: file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config: {path}{yaml_error(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"config: {path} must hold a mapping at the top level")
+    return loaded
+
+
+def yaml_error(exc: Exception) -> str:
+    """' line L, column C: problem (context)' for a PyYAML error, one line (where the parser stopped)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and cmark is not None:
+        problem += f" ({context} at line {cmark.line + 1}, column {cmark.column + 1})"
+    return f"{where}: not valid YAML: {problem}"
+
+
+def explicit_data(path: str | Path | None) -> dict:
+    """The `data` settings a config file sets itself (validated), {} without a file.
+
+    `train` compares only these with the cache it trains on: a file that says nothing
+    about the features trains on whatever the cache holds, one that says something
+    different is refused (trainer/settings_check.py).
+    """
+    if path is None:
+        return {}
+    raw = read_file(path).get("data") or {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"config: 'data' must be a mapping, got {type(raw).__name__}")
+    merged = _merge(DEFAULTS["data"], raw, "data.")
+    return {key: merged[key] for key in raw}
+
+
 def _check_backbone(name: str) -> None:
     """data.backbone names a backbone trainer/backbone.py knows (checked here so a typo fails at once)."""
-    from trainer.backbone import BACKBONES
+    try:
+        from trainer.backbone import BACKBONES
+    except ImportError:  # no NumPy: `scan` on a laptop with only the deploy extra; the trainer that runs checks it
+        return
 
     if name not in BACKBONES:
         close = difflib.get_close_matches(name, BACKBONES, n=1)
@@ -162,6 +207,12 @@ def _check_backbone(name: str) -> None:
 
 def _validate(cfg: dict) -> None:
     """Values of the right type that still make no sense."""
+    from trainer.video_formats import check_extension
+
+    for ext in cfg["data"]["video_extensions"]:
+        problem = check_extension(ext)
+        if problem:
+            raise UsageError(f"config: 'data.video_extensions': {problem}")
     if cfg["train"]["steps_per_execution"] < 1:
         raise UsageError(f"config: 'train.steps_per_execution' must be >= 1, got {cfg['train']['steps_per_execution']}")
     alpha = cfg["train"]["focal_alpha"]

@@ -5,6 +5,9 @@ Layouts understood (folder names in any case, any depth of sub-folders below the
     DATASET/<class>/**/video.ext                  split assigned here (stratified, seeded)
     DATASET/<split>/<class>/**/video.ext          split taken from the folder (train, val, test)
 
+A video is a file with one of the extensions of trainer/video_formats.py (any case),
+plus the config's `data.video_extensions`; other files are listed as ignored.
+
 <class> is any name listed under `data.class_names` (e.g. Fight, NonFight, violence,
 normal). A top-level folder that is neither a split nor a known class name stops the
 run: silently dropping a class would train a wrong model.
@@ -17,18 +20,20 @@ videos are drawn from train the same way.
 Copies of one video (identical content under other names, as merged datasets such as
 RWF-2000 + RLVS contain) always share one split, or the test split would measure
 memory: the split of the group's first copy in path order, a recorded split first.
+Copies under both classes are a label conflict: one of the two labels is wrong, and
+extract refuses them (naming both paths) unless `data.allow_label_conflicts` is true.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.cache import CLASSES, SPLITS
 from trainer.errors import UsageError
+from trainer.labels import CLASSES, SPLITS
+from trainer.video_formats import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp")
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
 
@@ -62,8 +67,21 @@ def class_lookup(class_names: dict[str, list[str]]) -> dict[str, str]:
     return lookup
 
 
-def discover(root: str | Path, class_names: dict[str, list[str]]) -> list[Video]:
+@dataclass
+class Listing:
+    videos: list[Video]  # sorted by relative path
+    ignored: list[str] = field(default_factory=list)  # other files in the class folders (relative paths)
+
+
+def discover(root: str | Path, class_names: dict[str, list[str]],
+             extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[Video]:
     """Every video under `root`, sorted by relative path."""
+    return listing(root, class_names, extensions).videos
+
+
+def listing(root: str | Path, class_names: dict[str, list[str]],
+            extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> Listing:
+    """The videos under `root` and the files that are not videos by their extension."""
     root = Path(root)
     if not root.exists():
         raise UsageError(f"dataset path does not exist: {root}")
@@ -76,6 +94,7 @@ def discover(root: str | Path, class_names: dict[str, list[str]]) -> list[Video]
                          f"{root}/nonviolent/, or {root}/train/<class>/...)")
 
     videos: list[Video] = []
+    ignored: list[Path] = []
     split_dirs = [d for d in top if d.name.lower() in SPLIT_FOLDERS]
     if split_dirs:
         others = [d.name for d in top if d not in split_dirs]
@@ -85,13 +104,18 @@ def discover(root: str | Path, class_names: dict[str, list[str]]) -> list[Video]
         for split_dir in split_dirs:
             split = SPLIT_FOLDERS[split_dir.name.lower()]
             for cls_dir, label in _class_folders(split_dir, lookup):
-                videos += [Video(p, _rel(p, root), label, split) for p in _video_files(cls_dir)]
+                found, others = _files(cls_dir, extensions)
+                videos += [Video(p, _rel(p, root), label, split) for p in found]
+                ignored += others
     else:
         for cls_dir, label in _class_folders(root, lookup):
-            videos += [Video(p, _rel(p, root), label, None) for p in _video_files(cls_dir)]
+            found, others = _files(cls_dir, extensions)
+            videos += [Video(p, _rel(p, root), label, None) for p in found]
+            ignored += others
     if not videos:
-        raise UsageError(f"no video files under {root} (looked for {' '.join(VIDEO_EXTENSIONS)}, any case)")
-    return sorted(videos, key=lambda v: v.rel)
+        raise UsageError(f"no video files under {root} (looked for {' '.join(extensions)}, any case; "
+                         f"add others under data.video_extensions in the config)")
+    return Listing(sorted(videos, key=lambda v: v.rel), sorted(_rel(p, root) for p in ignored))
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -110,12 +134,14 @@ def _class_folders(folder: Path, lookup: dict[str, str]) -> list[tuple[Path, str
     return [(d, lookup[folder_key(d.name)]) for d in subs]
 
 
-def _video_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+def _files(folder: Path, extensions: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
+    """(videos, other files) under `folder`; hidden files and folders are neither."""
+    videos, others = [], []
+    for p in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in p.relative_to(folder).parts) or not p.is_file():
+            continue
+        (videos if p.suffix.lower() in extensions else others).append(p)
+    return videos, others
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -132,6 +158,28 @@ def duplicate_groups(videos: list[Video], content: dict[str, str] | None) -> lis
         if sha and not sha.startswith("unreadable:"):
             by_sha.setdefault(sha, []).append(v.rel)
     return sorted(sorted(rels) for rels in by_sha.values() if len(rels) > 1)
+
+
+def label_conflicts(videos: list[Video], content: dict[str, str] | None) -> list[dict]:
+    """Copies of one content under both classes: [{"sha256", "paths": {class: [rel, ...]}}], by first path."""
+    label_of = {v.rel: v.label for v in videos}
+    out = []
+    for group in duplicate_groups(videos, content):
+        by_label: dict[str, list[str]] = {}
+        for rel in group:
+            by_label.setdefault(label_of[rel], []).append(rel)
+        if len(by_label) > 1:
+            out.append({"sha256": content[group[0]], "paths": {c: by_label[c] for c in CLASSES if c in by_label}})
+    return out
+
+
+def conflict_error(conflicts: list[dict], allow_hint: str) -> UsageError:
+    """One line naming both paths of the first conflict (and how many more there are)."""
+    first = conflicts[0]["paths"]
+    more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+    return UsageError(f"label conflict: the same video is in both classes: {first['violent'][0]} (violent) = "
+                      f"{first['nonviolent'][0]} (nonviolent){more}; delete the copy with the wrong label, "
+                      f"or {allow_hint} to keep both")
 
 
 def assign_splits(videos: list[Video], recorded: dict[str, str], ratios: dict, seed: int,

@@ -1,6 +1,10 @@
 """`python -m trainer evaluate`: test-split metrics -> metrics.json, and the plots.
 
-Metrics come from scikit-learn (accuracy, per-class precision / recall / F1, ROC AUC
+Without a test split (RWF-2000 ships train/ and val/ only) the validation split is
+evaluated instead, and metrics.json says so ("split": "val"): those figures are
+optimistic, since best_model.keras was chosen on that split. A model is evaluated only on
+a cache made with the feature settings recorded with it (model_info.json): the same
+feature shape is not the same features. Metrics come from scikit-learn (accuracy, per-class precision / recall / F1, ROC AUC
 on the violent probability, confusion matrix), the expected calibration error from
 calibration.py (are the probabilities probabilities?); plots from plots.py.
 """
@@ -8,6 +12,7 @@ calibration.py (are the probabilities probabilities?); plots from plots.py.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -51,6 +56,9 @@ def compute_metrics(y_true: np.ndarray, p_violent: np.ndarray, threshold: float 
 
 
 def load_model(path: Path):
+    from trainer.paths import model_file
+
+    model_file(path)  # missing, a folder, or not a zip: said before Keras (which would say "File not found")
     import keras
 
     import trainer.losses  # noqa: F401  registers the loss (a checkpoint loaded with compile=True needs it)
@@ -58,8 +66,6 @@ def load_model(path: Path):
     import trainer.optimizer  # noqa: F401  registers ClippedAdam
     import trainer.schedule  # noqa: F401  registers ScaledSchedule
 
-    if not Path(path).is_file():
-        raise UsageError(f"--model {path}: no such file")
     from trainer.runtime import enable_memory_growth
 
     enable_memory_growth()  # loading starts TensorFlow on every GPU: share them (trainer/runtime.py)
@@ -69,20 +75,48 @@ def load_model(path: Path):
         raise UsageError(f"--model {path}: cannot be loaded as a Keras model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
-def evaluate_file(cache_dir, model_path: Path, out_dir: Path, batch_size: int = 64) -> dict | None:
+def check_inputs(cache_dir, model_path: Path) -> str:
+    """Everything evaluate can check without TensorFlow; returns the split to evaluate."""
+    from trainer import settings_check
+    from trainer.cache import FeatureCache
+    from trainer.paths import existing_folder, model_file
+
+    model_file(model_path)
+    existing_folder(cache_dir, "--cache-dir", "run `python -m trainer extract` first")
+    meta = settings_check.cache_meta(cache_dir)
+    info = settings_check.model_info(model_path, required=False)
+    if info is None:
+        print(f"note: no model_info.json next to {model_path}: its feature settings cannot be compared with the "
+              f"cache's (only the feature shape is)", file=sys.stderr)
+    else:
+        diffs = settings_check.model_vs_cache(info, meta)
+        if diffs:
+            raise UsageError(f"the model was trained on features made with other settings than the cache in "
+                             f"{cache_dir} ({'; '.join(diffs)}): evaluate with the cache it was trained on, or "
+                             f"extract the test videos with its settings (model_info.json)")
+    cache = FeatureCache(cache_dir)
+    if cache.ok_records("test"):
+        return "test"
+    if cache.ok_records("val"):
+        print("no test split in the cache: evaluating on the validation split instead (metrics.json says "
+              "\"split\": \"val\"); best_model.keras was chosen on it, so these figures are optimistic")
+        return "val"
+    raise UsageError(f"the cache in {cache_dir} has no test or validation videos: nothing to evaluate")
+
+
+def evaluate_file(cache_dir, model_path: Path, out_dir: Path, batch_size: int = 64) -> dict:
+    split = check_inputs(cache_dir, model_path)  # before TensorFlow: one line for each mistake, at once
     from trainer import data, plots
 
     model = load_model(model_path)
-    x, y, paths = data.load_split(cache_dir, "test")
-    if len(x) == 0:
-        print("the cache has no test videos; nothing to evaluate")
-        return None
+    x, y, paths = data.load_split(cache_dir, split)
     expected = tuple(model.input_shape[1:])
     if tuple(x.shape[1:]) != expected:
         raise UsageError(f"the cache's features are {tuple(x.shape[1:])} but the model expects {expected}; "
                          "evaluate with the cache the model was trained on")
     p = model.predict(data.make_dataset(x, y, batch_size, shuffle=False), verbose=0)[:, CLASSES.index("violent")]
     metrics = compute_metrics(y, p)
+    metrics["split"] = split
     metrics["model"] = str(model_path)
     metrics["cache_dir"] = str(cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +128,7 @@ def evaluate_file(cache_dir, model_path: Path, out_dir: Path, batch_size: int = 
 
 def _print_report(m: dict, out_dir: Path, plots_written: list[Path]) -> None:
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    print(f"test split: {m['samples']} videos  accuracy {m['accuracy']:.4f}  ROC AUC {auc}")
+    print(f"{m['split']} split: {m['samples']} videos  accuracy {m['accuracy']:.4f}  ROC AUC {auc}")
     med = m["median_true_class_probability_correct"]
     print(f"  expected calibration error {m['expected_calibration_error']:.4f} ({m['calibration_bins']} bins; "
           f"0 = probabilities match the hit rate)  median p(true class) when correct "
@@ -107,9 +141,9 @@ def _print_report(m: dict, out_dir: Path, plots_written: list[Path]) -> None:
 
 
 def run(args) -> int:
+    from trainer.paths import folder_to_write
+
     model_path = Path(args.model)
-    if not Path(args.cache_dir).is_dir():
-        raise UsageError(f"--cache-dir {args.cache_dir} does not exist")
-    out_dir = Path(args.output_dir) if args.output_dir else model_path.parent
+    out_dir = folder_to_write(args.output_dir, "--output-dir") if args.output_dir else model_path.parent
     evaluate_file(args.cache_dir, model_path, out_dir)
     return 0

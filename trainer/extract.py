@@ -38,9 +38,11 @@ from typing import Callable, Iterable, Iterator
 from trainer import config as config_mod
 from trainer.backbone import feature_settings, load_backbone
 from trainer.cache import CLASSES, SPLITS, FeatureCache, atomic_write_json, feature_key
-from trainer.dataset import Video, assign_splits, discover, duplicate_groups
+from trainer.dataset import Video, assign_splits, conflict_error, discover, duplicate_groups, label_conflicts
 from trainer.errors import UsageError
 from trainer.sampling_log import count_sampling, sampling_line
+from trainer.paths import folder_to_write
+from trainer.video_formats import video_extensions
 
 BALANCE_WARN_POINTS = 5.0
 
@@ -218,9 +220,9 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
         raise UsageError(f"dataset path does not exist: {dataset}")
     settings = feature_settings(data)
     fp = settings["fingerprint"]
-    videos = discover(dataset, data["class_names"])
+    videos = discover(dataset, data["class_names"], video_extensions(data["video_extensions"]))
 
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(folder_to_write(cache_dir, "--cache-dir"))
     lock = lock_cache(cache)
     try:
         # Temporary files of a run killed mid-write (atomic writes never leave a partial
@@ -230,6 +232,9 @@ def extract(dataset: Path, cache_dir: Path, cfg: dict, progress: bool = True,
         _write_meta(cache, settings, log)
         # content first: copies of one video must share a split (dataset.assign_splits)
         shas, unreadable = _identify(videos, cache, data, progress)
+        conflicts = label_conflicts(videos, shas)
+        if conflicts and not data["allow_label_conflicts"]:
+            raise conflict_error(conflicts, "set data.allow_label_conflicts: true (or pass --allow-label-conflicts)")
         recorded = cache.read_splits()
         splits = assign_splits(videos, recorded, data["split"], data["split"]["seed"], content=shas)
         cache.write_splits({**recorded, **splits})  # keep videos that are gone: they may come back
@@ -515,6 +520,8 @@ def run(args) -> int:
     overrides: dict = {}
     config_mod.set_dotted(overrides, "data.weights", args.weights)
     config_mod.set_dotted(overrides, "data.workers", args.workers)
+    if getattr(args, "allow_label_conflicts", False):
+        config_mod.set_dotted(overrides, "data.allow_label_conflicts", True)
     cfg = config_mod.load(args.config, overrides)
     dataset, cache_dir = Path(args.dataset_path), Path(args.cache_dir)
     gpus = getattr(args, "gpus", None) or 0

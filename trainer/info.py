@@ -17,9 +17,11 @@ def cache_info(cache_dir: str | Path) -> dict:
     cache = FeatureCache(cache_dir)
     if not cache.root.is_dir():
         raise UsageError(f"cache dir does not exist: {cache.root}")
-    meta = cache.read_meta()
-    if meta is None:
+    if not cache.meta_path.is_file():
         raise UsageError(f"{cache.root} is not a feature cache (no meta.json; run `python -m trainer extract`)")
+    from trainer.settings_check import cache_meta
+
+    meta = cache_meta(cache.root)  # a corrupt or foreign meta.json: one line, not a traceback
     ok = cache.ok_records()
     splits = {s: {c: 0 for c in CLASSES} for s in SPLITS}
     padded = 0

@@ -1,4 +1,8 @@
-"""PNG plots of a run: loss, accuracy and learning rate per epoch, and the confusion matrix."""
+"""PNG plots of a run: loss, accuracy and learning rate per epoch, and the confusion matrix.
+
+The curves come from training_history.csv alone, so train writes them at the end of every
+run (with or without an evaluation); the confusion matrix needs metrics.json.
+"""
 
 from __future__ import annotations
 
@@ -59,14 +63,15 @@ def confusion_matrix_png(out: Path, metrics: dict) -> Path:
     for i, row in enumerate(cm):
         for j, v in enumerate(row):
             ax.text(j, i, str(v), ha="center", va="center", color="white" if v > peak / 2 else "black")
-    ax.set_title(f"test accuracy {metrics['accuracy']:.3f}")
+    ax.set_title(f"{metrics.get('split', 'test')} accuracy {metrics['accuracy']:.3f}")
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
     return out
 
 
-def write_all(out_dir: Path, metrics: dict, history: Path) -> list[Path]:
+def write_curves(out_dir: Path, history: Path) -> list[Path]:
+    """plots/{loss,accuracy,learning_rate}.png from a training_history.csv (none if it has no rows)."""
     plots = Path(out_dir) / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     hist = read_history(history)
@@ -74,9 +79,13 @@ def write_all(out_dir: Path, metrics: dict, history: Path) -> list[Path]:
         _curve(plots / "loss.png", hist, ["loss", "val_loss"], "loss"),
         _curve(plots / "accuracy.png", hist, ["accuracy", "val_accuracy"], "accuracy"),
         _curve(plots / "learning_rate.png", hist, ["learning_rate"], "learning rate", log_y=True),
-        confusion_matrix_png(plots / "confusion_matrix.png", metrics),
     ]
     return [p for p in written if p is not None]
+
+
+def write_all(out_dir: Path, metrics: dict, history: Path) -> list[Path]:
+    return write_curves(out_dir, history) + [confusion_matrix_png(Path(out_dir) / "plots" / "confusion_matrix.png",
+                                                                  metrics)]
 
 
 def timeline_png(out: Path, windows: list[tuple[float, float, float]], threshold: float, segments: list[dict],

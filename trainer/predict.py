@@ -36,11 +36,9 @@ DEFAULT_WINDOW_S = 5.0  # when model_info.json does not say how long the trainin
 
 
 def read_model_info(model_path: Path) -> dict:
-    info_path = model_path.parent / "model_info.json"
-    if not info_path.is_file():
-        raise UsageError(f"{info_path} is missing: predict needs the feature settings the model was trained "
-                         "with (train writes this file next to best_model.keras)")
-    return json.loads(info_path.read_text())
+    from trainer.settings_check import model_info
+
+    return model_info(model_path, required=True)  # missing, corrupt or incomplete: one line
 
 
 def backbone_settings(info: dict, weights_override: str | None) -> dict:
@@ -60,9 +58,9 @@ def load(args):
     """(model, settings, info) after checking that model and model_info.json belong together."""
     from trainer.evaluate import load_model
 
-    model_path = Path(args.model)
-    if not model_path.is_file():
-        raise UsageError(f"--model {model_path}: no such file")
+    from trainer.paths import model_file
+
+    model_path = model_file(args.model)  # missing, a folder, not a zip: before TensorFlow loads
     info = read_model_info(model_path)
     settings = backbone_settings(info, getattr(args, "weights", None))
     model = load_model(model_path)
@@ -89,10 +87,29 @@ def _check_args(args) -> None:
             raise UsageError(f"--{flag} must be a positive number of seconds, got {value!r}")
 
 
+def check_files(files: list[str]) -> None:
+    """A folder is a mistake, and so is a list of which no file exists: said before TensorFlow loads.
+
+    A missing file among existing ones gets its own error line (the others still run).
+    """
+    from pathlib import Path
+
+    for f in files:
+        if Path(f).is_dir():
+            raise UsageError(f"{f} is a folder: pass the video files in it (e.g. {Path(f) / '*.mp4'})")
+    if not any(Path(f).exists() for f in files):
+        raise UsageError(f"no such file: {files[0]}" + (f" (nor any of the other {len(files) - 1})"
+                                                         if len(files) > 1 else ""))
+
+
 def run(args) -> int:
-    from trainer.batching import BatchedClassifier
+    from trainer.paths import model_file
 
     _check_args(args)
+    read_model_info(model_file(args.model))  # these three in milliseconds, before TensorFlow loads
+    check_files(args.files)
+    from trainer.batching import BatchedClassifier
+
     model, settings, info = load(args)
     backbone = build_backbone(info, settings)
     threshold = getattr(args, "threshold", THRESHOLD)

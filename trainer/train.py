@@ -44,14 +44,19 @@ def run(args) -> int:
     for key in ("epochs", "batch_size"):
         if cfg["train"][key] < 1:
             raise UsageError(f"train.{key} must be >= 1, got {cfg['train'][key]}")
-    if not Path(args.cache_dir).is_dir():
-        raise UsageError(f"--cache-dir {args.cache_dir} does not exist (run `python -m trainer extract` first)")
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from trainer import train_checks  # the cache, the config against it, --output-dir: before TensorFlow
+    from trainer.paths import folder_to_write
+
+    warnings = train_checks.check_inputs(args, cfg)
+    if getattr(args, "dry_run", False):
+        return train_checks.dry_run_report(args, cfg)
+    out = folder_to_write(args.output_dir, "--output-dir")
 
     from trainer import runlog
 
     with runlog.tee(out / "train.log"):
+        for line in warnings:
+            print(line, file=sys.stderr)
         return train(cfg, args.cache_dir, out, resume=args.resume, evaluate=not args.no_evaluate)
 
 
@@ -257,7 +262,11 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             print(f"stopped by SIGTERM after epoch {cb.read_state(out)['epoch']}; continue with --resume")
             return EXIT_SIGTERM
 
-    # ---- evaluate the best checkpoint on the test split ----------------------------------
+    # ---- evaluate the best checkpoint on the test split (else val); curves in any case ----
+    if not evaluate or not (out / BEST_MODEL).is_file():
+        from trainer import plots
+
+        plots.write_curves(out, out / HISTORY_FILE)
     if evaluate:
         from trainer import evaluate as evaluate_lib
 
@@ -267,7 +276,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
             return 0
         metrics = evaluate_lib.evaluate_file(cache_dir, best_path, out)
         if metrics is not None:
-            print(f"test accuracy: {metrics['accuracy']:.4f}")
+            print(f"{metrics['split']} accuracy: {metrics['accuracy']:.4f}")
     return 0
 
 

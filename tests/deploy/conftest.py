@@ -41,10 +41,21 @@ REPO = Path(__file__).resolve().parents[2]
 AWKWARD = "work space 'q\" $(touch PWNED) `id`"
 
 
+def tiny_dataset(folder: Path) -> Path:
+    """Two real, tiny videos in class folders: a dataset every preflight accepts (deploy/preflight.py
+    scans dataset.path before `up` rents and before `sync` sends)."""
+    from tests.trainer.videos import indexed_frames, write_opencv
+
+    write_opencv(folder / "violent" / "v0.mp4", indexed_frames(4))
+    write_opencv(folder / "nonviolent" / "n0.mp4", indexed_frames(5))
+    return folder
+
+
 class DeployProject:
     """A working directory with its own configs/deploy.yaml and .deploy/, aimed at `sshd`."""
 
     def __init__(self, root: Path, server, workspace: Path):
+        tiny_dataset(root / "dataset")
         self.cwd = root
         self.server = server
         self.workspace = workspace

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ def digest(path) -> str:
 
 @pytest.mark.slow
 def test_deploy_logs_fetch_trains_for_real_and_results_are_verified(project):
+    shutil.rmtree(project.cwd / "dataset")  # the fixture's two tiny clips: this test synthesises its own
     subprocess.run([sys.executable, "-m", "trainer", "synth", "--out", str(project.cwd / "dataset"),
                     "--videos", "16", "--seed", "0"], check=True, capture_output=True, env=project.env(),
                    timeout=300)

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.deploy.watch_support import run_alive, wait_for
+from tests.trainer.tiny_cache import make_cache
 
 
 def digest(path) -> str:
@@ -183,9 +184,7 @@ def test_fetch_mid_run_then_final_verified_and_down(project, fake_trainer):
 
 
 def test_cache_only_sync_skips_extract(project, fake_trainer):
-    cache = project.cwd / "cache"
-    (cache / "features").mkdir(parents=True)
-    (cache / "meta.json").write_text("{}")
+    cache = make_cache(project.cwd / "cache", {"train": 2, "val": 2})  # the demo config's feature settings
     project.write_config(dataset={"path": None, "cache": str(cache)})
     run = deployed(project)
     assert project.state()["last_sync"]["source"] == "cache"

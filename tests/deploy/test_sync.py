@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from tests.deploy.conftest import tiny_dataset
+from tests.trainer.tiny_cache import make_cache
+from tests.trainer.videos import indexed_frames, write_opencv
 
 
 def digest(path) -> str:
@@ -272,37 +277,40 @@ def test_a_dataset_bigger_than_the_remote_disk_is_refused_before_sending(project
 
 # -- guards against deleting the host's data ---------------------------------------------
 def test_an_empty_or_mostly_missing_dataset_never_empties_the_hosts_copy(project):
+    shutil.rmtree(project.cwd / "dataset")
     make_dataset(project.cwd / "dataset")
+    tiny_dataset(project.cwd / "dataset")  # + one real video per class: the dataset scan accepts it
     assert project.run("up").returncode == 0
     assert project.run("sync").returncode == 0
     remote = project.workspace / "dataset"
     before = sorted(p.relative_to(remote) for p in remote.rglob("*.mp4"))
-    assert len(before) == 8
+    assert len(before) == 10
 
-    # an unmounted external drive: the folder is there, empty
+    # an unmounted external drive: the folder is there, empty. The dataset scan refuses it before
+    # anything is sent; the host's copy stays
     for f in (project.cwd / "dataset").rglob("*.mp4"):
         f.unlink()
     r = project.run("sync")
     assert r.returncode == 2, r.stdout + r.stderr
     line = r.stderr.strip().splitlines()[-1]
-    assert "is empty" in line and "--delete-remote" in line and "Traceback" not in r.stderr
+    assert "no video files" in line and "nothing was sent" in line and "Traceback" not in r.stderr
     assert sorted(p.relative_to(remote) for p in remote.rglob("*.mp4")) == before
 
-    # the wrong folder: most of the host's files would go
-    (project.cwd / "dataset" / "Violence" / "other.mp4").write_bytes(os.urandom(1000))
+    # the wrong folder (videos the scan accepts): most of the host's files would go
+    write_opencv(project.cwd / "dataset" / "Violence" / "other_v.mp4", indexed_frames(6))
+    write_opencv(project.cwd / "dataset" / "NonViolence" / "other_n.mp4", indexed_frames(7))
     r = project.run("sync")
-    assert r.returncode == 2 and "would delete 8 of the 8 file(s)" in r.stderr, r.stderr
+    assert r.returncode == 2 and "would delete 10 of the 10 file(s)" in r.stderr, r.stderr
     assert sorted(p.relative_to(remote) for p in remote.rglob("*.mp4")) == before
 
     # asked for explicitly: the mirror happens
     r = project.run("sync", "--delete-remote")
     assert r.returncode == 0, r.stderr
-    assert [p.name for p in remote.rglob("*.mp4")] == ["other.mp4"]
+    assert sorted(p.name for p in remote.rglob("*.mp4")) == ["other_n.mp4", "other_v.mp4"]
 
 
 def test_the_feature_cache_sync_never_deletes_what_the_host_extracted(project):
-    cache = project.cwd / "cache"
-    (cache / "features").mkdir(parents=True)
+    cache = make_cache(project.cwd / "cache", {"train": 2, "val": 2})  # the demo config's feature settings
     (cache / "features" / "a.npy").write_bytes(b"x" * 100)
     project.write_config(dataset={"path": None, "cache": str(cache)})
     assert project.run("up").returncode == 0
