@@ -19,6 +19,8 @@ from pathlib import Path
 from trainer.errors import UsageError
 
 FEATURE_KEYS = ("backbone", "weights", "image_size", "frames", "precision")
+# (data.precision in a config, the precision a cache's meta.json records) that are the same choice
+AGREEING_PRECISIONS = {("auto", None), ("auto", "float32"), ("auto", "float16"), ("bfloat16", "bfloat16")}
 # what predict and evaluate need from a model's recorded backbone (trainer.backbone.recorded_settings)
 RECORDED_KEYS = ("backbone", "weights", "image_size", "frames", "feature_dim")
 
@@ -111,7 +113,11 @@ def config_vs_cache(explicit: dict, meta: dict) -> list[str]:
         elif key == "precision":
             if _no_network(backbone):
                 continue  # no network: precision changes nothing
-            have = meta.get("precision", "auto")
+            # The config states a choice (auto | bfloat16), the cache what was computed: auto is
+            # float32 on a CPU and float16 on a GPU (older caches recorded nothing).
+            have = meta.get("precision")
+            if (want, have) in AGREEING_PRECISIONS:
+                continue
         elif key == "weights":
             if _no_network(backbone):
                 continue  # thumbnail: no weights at all

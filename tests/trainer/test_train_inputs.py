@@ -139,3 +139,25 @@ def test_rwf2000_layout_ends_with_val_metrics_plots_and_three_checkpoints(tmp_pa
     assert {"loss.png", "accuracy.png"} <= {p.name for p in (out2 / "plots").glob("*.png")}
     for png in (out2 / "plots").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("cache_precision, refused", [
+    ("float32", False),  # what auto computes on a CPU (the shipped configs/train.yaml states auto)
+    ("float16", False),  # what auto computes on a GPU
+    (None, False),       # a cache from before the precision was recorded
+    ("bfloat16", True),  # never what auto computes: only data.precision bfloat16 makes it
+])
+def test_precision_auto_in_the_config_accepts_what_auto_computes_anywhere(cache_precision, refused):
+    """The shipped configs/train.yaml says `precision: auto`, and a cache records what was really
+    computed (float32 on a CPU, float16 on a GPU): the same config must train on its own extraction."""
+    from trainer.settings_check import config_vs_cache
+
+    meta = {"backbone": "vgg19", "image_size": 224, "frames": 20, "weights": "none"}
+    if cache_precision:
+        meta["precision"] = cache_precision
+    diffs = config_vs_cache({"backbone": "vgg19", "precision": "auto"}, meta)
+    assert bool(diffs) is refused, diffs
+    if refused:
+        assert diffs == ["data.precision: config auto, cache bfloat16"]
+    bf = config_vs_cache({"backbone": "vgg19", "precision": "bfloat16"}, meta)
+    assert bool(bf) is (cache_precision != "bfloat16"), bf
