@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from deploy import plan, plan_config, plan_report, plan_sizes
+from deploy import plan, plan_config, plan_report
 
 
 def spec_offer(**over) -> dict:
@@ -172,35 +172,6 @@ def test_kaggle_size_comes_from_the_dataset_view(http_server):
     job = plan_config.job_from_config(cfg, env={"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k",
                                          "DEPLOY_KAGGLE_API": f"http://{addr}/api/v1"})
     assert job.download_bytes == 987_654_321
-
-
-def test_image_size_from_a_registry_manifest_with_token_auth(http_server):
-    """Docker Registry v2: 401 + Bearer challenge -> anonymous token -> index -> amd64 manifest layers."""
-    server, addr = http_server
-    index = {"manifests": [{"digest": "sha256:arm", "platform": {"architecture": "arm64", "os": "linux"}},
-                           {"digest": "sha256:amd", "platform": {"architecture": "amd64", "os": "linux"}}]}
-    amd = {"layers": [{"size": 1_000_000_000}, {"size": 234_567_890}]}
-
-    def guarded(payload):
-        def answer(h):
-            if h.headers.get("Authorization") != "Bearer tok":
-                return 401, {"WWW-Authenticate": f'Bearer realm="http://{addr}/token",service="reg",'
-                                                 f'scope="repository:team/img:pull"'}, b""
-            return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
-        return answer
-
-    _Handler.routes = {"/v2/team/img/manifests/1.0": (0, {}, guarded(index)),
-                       "/v2/team/img/manifests/sha256:amd": (0, {}, guarded(amd)),
-                       "/token": (200, {}, json.dumps({"token": "tok"}).encode())}
-    assert plan_sizes.image_compressed_bytes(f"{addr}/team/img:1.0", scheme="http") == 1_234_567_890
-
-
-def test_image_names_parse_like_docker():
-    assert plan_sizes.parse_image("ubuntu") == ("registry-1.docker.io", "library/ubuntu", "latest")
-    assert plan_sizes.parse_image("me/trainer:2") == ("registry-1.docker.io", "me/trainer", "2")
-    assert plan_sizes.parse_image("ghcr.io/me/t:1.0") == ("ghcr.io", "me/t", "1.0")
-    assert plan_sizes.parse_image("localhost:5000/t") == ("localhost:5000", "t", "latest")
-    assert plan_sizes.image_compressed_bytes("registry.example/violence-trainer:1.0") is None  # never looked up
 
 
 def test_run_times_from_the_run_scripts_own_lines():
