@@ -156,6 +156,7 @@ def cmd_start(ctx: Context) -> int:
     from deploy.start import start
 
     ctx.provider.ensure_running()
+    ctx.provider.ensure_watchdog()  # provider vast: no run trains without a live cost watchdog
     with ctx.remote() as remote:
         start(remote, ctx.layout(), ctx.config, ctx.state, ctx.provider.remote_env(),
               resume=getattr(ctx.args, "resume", False), name=getattr(ctx.args, "name", None))

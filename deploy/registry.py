@@ -222,6 +222,20 @@ def missing_line(facts: ImageFacts) -> str:
     return text
 
 
+def require(image: str | None, image_login: dict | None = None, env=None) -> ImageFacts:
+    """Before renting: refuse an image its registry does not have (UsageError, nothing rented);
+    say so and go on when the registry cannot be asked (a reserved example name goes unsaid)."""
+    import sys
+
+    facts = lookup(image, image_login, env)
+    if facts.exists is False:
+        raise UsageError(missing_line(facts) + "; nothing was rented (fix vast.image)")
+    if facts.exists is None and "not looked up" not in facts.problem:
+        print(f"warning: could not ask the registry whether {image} exists ({facts.problem}); renting anyway",
+              file=sys.stderr)
+    return facts
+
+
 # -- which existing tags are closest to a missing one -------------------------------------------
 def _numbers(tag: str) -> list[int]:
     return [int(n) for n in re.findall(r"\d+", tag)]

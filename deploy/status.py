@@ -117,6 +117,7 @@ def watchdog_info(sections: dict, now: float | None = None) -> dict:
            "last_tick_at": st.get("at"), "last_tick_age_s": round(now - st["at"]) if st.get("at") else None,
            "will_stop": st.get("will_stop"), "activity": st.get("activity", []) + st.get("training", []),
            "last_stop_attempt": st.get("last_stop_attempt") or (stopped or None),
+           "api": st.get("api") if isinstance(st.get("api"), dict) else None,
            "log_tail": sections.get("wd_log", [])}
     return out
 
@@ -143,6 +144,11 @@ def render_watchdog(wd: dict, add_row, escape) -> None:
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(last["at"])) if last.get("at") else "?"
         add_row("last stop attempt", escape(f"{when}: {last.get('result', 'stopped')} ({last.get('reason', '')})"))
+    api = wd.get("api") or {}
+    if api.get("ok") is False:  # e.g. a 401: the instance key refused; the watchdog keeps retrying
+        add_row("watchdog API", "[red]" + escape(f"{api.get('what', 'call')} failed: {str(api.get('error'))[:200]}")
+                + "[/red]" + (escape(f"; next try in {_ago(api['retry_at'] - time.time())}")
+                              if _is_float(api.get("retry_at")) else ""))
     for line in wd.get("log_tail", [])[-1:]:
         add_row("watchdog log", escape(line[-160:]))
 

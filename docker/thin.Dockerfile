@@ -55,7 +55,7 @@ RUN --mount=type=bind,source=pyproject.toml,target=/tmp/build/pyproject.toml \
         apt-get clean; \
         rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old; \
     fi; \
-    /venv/main/bin/python /tmp/build/requirements_from_pyproject.py /tmp/build/pyproject.toml train watchdog > /tmp/requirements.txt; \
+    /venv/main/bin/python /tmp/build/requirements_from_pyproject.py /tmp/build/pyproject.toml train > /tmp/requirements.txt; \
     /venv/main/bin/python /tmp/build/base_constraints.py > /tmp/constraints.txt; \
     sh /tmp/build/with_extra_ca.sh /venv/main/bin/python -m pip install --no-cache-dir -c /tmp/constraints.txt -r /tmp/requirements.txt; \
     rm -rf /tmp/requirements.txt /tmp/constraints.txt /root/.cache; \

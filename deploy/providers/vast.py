@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from deploy import cost, plan, plan_config, plan_report, vast_offers
+from deploy import cost, plan, plan_config, plan_report, registry, vast_offers
 from deploy.errors import UsageError
 from deploy.providers import vast_image, vast_rows
 from deploy.providers.base import Host, Provider
@@ -154,7 +154,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
                 "sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
                 "env | grep -E '^(CONTAINER_ID|VAST_[A-Z_]+)=' | grep -v -E '^[A-Z_]*(KEY|TOKEN|SECRET)[A-Z_]*=' "
                 ">> /etc/environment; "
-                f"if [ -f {wd}/watchdog.py ]; then {self._watchdog_python_sh()}; "
+                f"if [ -f {wd}/watchdog.py ]; then {self._watchdog_python_sh()}; [ -n \"$wpy\" ] && "
                 f"nohup \"$wpy\" {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
     def _create_kwargs(self, with_secrets: bool = True) -> dict:
@@ -252,6 +252,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             return self._reuse(existing)
         self._public_key()  # fail before renting, not after
         self._create_kwargs()  # image reference and registry login: fail before renting too
+        registry.require(self.s.image, self.s.image_login)  # a tag that does not exist fails on every offer
         pairs = self._search()
         tried = 0
         started = time.time()

@@ -209,6 +209,7 @@ class FakeVast:
         self.ssh_proxy: tuple[str, int] | None = None
         self.authorized_keys_file = None         # where an attached key must land for SSH to work
         self.fixed_instance_key = None           # CONTAINER_API_KEY for every instance (a test's sshd SetEnv's it)
+        self.refuse_instance_key = 0             # answer this many next instance-key requests 401 (a key not yet valid)
         self.keep_live = False                   # a test that means to leave an instance rented sets this
         self._ids = itertools.count(4_000_001)
         self._offer_ids = itertools.count(9_000_001)
@@ -400,6 +401,9 @@ class FakeVast:
             return "user", None, token
         for inst in self.instances.values():
             if token == inst.api_key and not inst.destroyed:
+                if self.refuse_instance_key > 0:
+                    self.refuse_instance_key -= 1
+                    return "bad", None, token
                 return "instance", inst.id, token
         return "bad", None, token
 
