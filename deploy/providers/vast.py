@@ -160,8 +160,11 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
     def _create_kwargs(self, with_secrets: bool = True) -> dict:
         vast_image.parse(self.s.image)  # one line for a missing or malformed reference
         env = {str(k): str(v) for k, v in self.s.env.items()}
+        # cancel_unavail: "Defaults to false for interruptibles. Defaults to true for on-demand with
+        # target_state='running'" (create_instance.yaml:96-98): asked for on-demand only. The SDK sends the
+        # field on every create (vastai/api/instances.py), so an interruptible create says false.
         kw = dict(image=self.s.image, disk=float(self.s.disk_gb), env=env, label=self.label,
-                  onstart_cmd=self._onstart(), cancel_unavail=True,
+                  onstart_cmd=self._onstart(), cancel_unavail=self.s.bid_price is None,
                   # ssh + direct -> runtype "ssh_direc ssh_proxy": direct SSH with the proxy as fall-back
                   ssh=True, direct=self.s.direct_ports)
         if self.s.bid_price is not None:
@@ -191,8 +194,12 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             print(f"offer {offer['id']}: Vast.ai refused the price ({r.message}); trying the next one",
                   file=sys.stderr)
             return None
-        raise UsageError(f"Vast.ai refused to create an instance from offer {offer['id']}: {r.message}"
-                         + ("; nothing is rented" if r.leftover is not None else ""))
+        if r.outcome == "refused":  # about this offer (dstack and SkyPilot move on the same way)
+            print(f"offer {offer['id']}: Vast.ai refused the create ({r.message}); trying the next one",
+                  file=sys.stderr)
+            return None
+        raise UsageError(f"Vast.ai refused to create an instance for this account ({r.message}): no other offer "
+                         f"would change that; nothing is rented")
 
     def _real_price_ok(self, iid: int, offer: dict) -> float | None:
         """The instance's own dph_total; None (after destroying it) when above max_price_per_hour.

@@ -27,7 +27,8 @@ block says which. Never from what deploy/ expects.
 - `POST /api/v0/instances/<id>/ssh/`  attach a public key (attach_ssh.yaml): appended to the test
                                       sshd's authorized_keys, so SSH only works once it is attached
 - `GET|POST /api/v0/ssh/`             account keys (show_ssh_keys.yaml: `id, user_id, key, ...`)
-- `GET  /api/v0/users/current/`       the account (show_user.yaml: `id, email, balance, ...`)
+- `GET  /api/v0/users/current/`       the account (show_user.yaml: `id, email, balance, ...`, and
+                                      `credit` as api-reference/authentication.mdx:61-69 shows the answer)
 
 Errors and limits (rate-limits-and-errors.mdx): 429 bodies are plain text, with no
 `Retry-After`; each endpoint has a minimum interval per identity (the spec files'
@@ -191,7 +192,8 @@ class FakeVast:
         self.offers: dict[int, dict] = {}
         self.instances: dict[int, FakeInstance] = {}
         self.account_keys: list[dict] = []
-        self.balance = 25.0                      # show_user.yaml `balance`
+        self.credit = 25.0                       # the account's money: authentication.mdx's users/current `credit`
+        self.balance = None                      # show_user.yaml lists `balance` (no example value)
         self.requests: list[dict] = []   # {"method", "path", "body", "auth": user|instance|none|bad, "at"}
         self.create_bodies: list[dict] = []
         self.create_times: list[float] = []
@@ -479,7 +481,9 @@ class FakeVast:
             return self._list(query)
         if method == "GET" and parts == ["api", "v0", "users", "current"]:
             user = spec_example("show_user.json")
-            user.update(id=1234, key_id=5678, email="user@example.com", balance=self.balance, ssh_key=None, sid=None)
+            user.update(spec_example("users_current.authentication.json"))
+            user.update(id=1234, key_id=5678, email="user@example.com", balance=self.balance, credit=self.credit,
+                        ssh_key=None, sid=None)
             return 200, user, {}
         if method == "PUT" and parts[:4] == ["api", "v0", "instances", "bid_price"] and len(parts) == 5:
             return self._change_bid(int(parts[4]), body)
