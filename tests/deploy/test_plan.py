@@ -80,6 +80,32 @@ def test_the_breakdown_sums_to_the_total_and_the_cost_is_price_times_hours():
         assert est["job_cost_usd"] == pytest.approx(offer["dph_total"] * est["job_hours"], abs=0.01)
 
 
+def test_bandwidth_is_billed_both_ways():
+    """billing.mdx:83: bandwidth "for every byte sent or received": the dataset and image in at
+    inet_down_cost, the fetched results out at inet_up_cost ($/GB, the offer row's fields)."""
+    job = seedlike_job(upload_gb=10, image_gb=2)
+    down_only = plan.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=0.0), job)
+    both = plan.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=2.0), job)
+    assert down_only["bandwidth_usd"] == pytest.approx(12 * 0.01, abs=0.005)
+    out_gb = job.result_bytes() / 1e9
+    assert 0.02 < out_gb < 1  # best_model.keras (weights + Adam's moments) and the small results
+    assert both["bandwidth_usd"] == pytest.approx(12 * 0.01 + out_gb * 2.0, abs=0.005)
+    assert both["job_cost_usd"] - down_only["job_cost_usd"] == pytest.approx(out_gb * 2.0, abs=0.01)
+
+
+def test_a_stopped_rows_prices_are_read_as_the_row_says_them():
+    """show_instance.yaml: dph_base is the GPU's $/h, storage_total_cost the disk's; a stopped row whose
+    dph_total no longer carries the GPU must not price the GPU at 0 (or the disk at the GPU's rate)."""
+    from deploy.providers import vast_rows
+
+    running = {"dph_base": 1.0, "dph_total": 1.0020740740740741, "storage_total_cost": 0.002074074074074074}
+    assert vast_rows.hourly_parts(running) == pytest.approx((1.0, 0.002074074074074074))
+    stopped = {**running, "dph_total": 0.002074074074074074, "intended_status": "stopped"}
+    assert vast_rows.hourly_parts(stopped) == pytest.approx((1.0, 0.002074074074074074))
+    no_base = {"dph_total": 0.5, "storage_total_cost": 0.1}
+    assert vast_rows.hourly_parts(no_base) == pytest.approx((0.4, 0.1))
+
+
 def test_upload_goes_through_the_slower_of_the_two_pipes():
     job = seedlike_job(upload_gb=10, uplink=50.0)
     est = plan.estimate(FAST, job)  # inet_down 2,000 Mb/s, uplink 50 Mb/s -> 10e9*8/50e6 = 1,600 s
