@@ -18,6 +18,8 @@ import pytest
 from tests.deploy.wheels import wheel_from_installed
 
 OPENCV = ("cv2", "opencv_python_headless")
+# Vast's /venv/main has no vastai either (vast-ai/base-image Dockerfile:283-293 clones the CLI to /opt/vast-cli)
+LEFT_OUT = OPENCV + ("vastai",)
 
 
 def _site_packages(python: Path) -> Path:
@@ -28,14 +30,15 @@ def _site_packages(python: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tf_base_python(tmp_path_factory) -> Path:
-    """A venv with this test run's packages, OpenCV left out: TensorFlow yes, cv2 no."""
+    """A venv with this test run's packages, OpenCV and vastai left out: TensorFlow (with its own Keras and
+    TensorBoard) yes, cv2 no. CI runs it on tensorflow-cpu 2.19.0 too (the vendor's vastai/tensorflow tag)."""
     base = tmp_path_factory.mktemp("venv-main") / "main"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base)], check=True)
     # the folder our TensorFlow lives in (in a developer's worktree, not necessarily purelib)
     ours = Path(importlib.util.find_spec("tensorflow").origin).parents[1]
     theirs = _site_packages(base / "bin" / "python")
     for entry in ours.iterdir():
-        if not entry.name.startswith(OPENCV) and not (theirs / entry.name).exists():
+        if not entry.name.startswith(LEFT_OUT) and not (theirs / entry.name).exists():
             (theirs / entry.name).symlink_to(entry)
     return base / "bin" / "python"
 
@@ -47,6 +50,16 @@ def wheelhouse(tmp_path_factory) -> Path:
     return folder
 
 
+def _dists(python: Path) -> dict[str, str]:
+    """name -> version of every distribution `python` sees (the first on sys.path wins, as for imports)."""
+    code = ("import importlib.metadata as md, json; seen = {}\n"
+            "for d in md.distributions(): seen.setdefault((d.metadata['Name'] or '').lower(), d.version)\n"
+            "print(json.dumps(seen))")
+    import json
+
+    return json.loads(subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
 def _imports(python: Path, module: str) -> bool:
     return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
 
@@ -54,6 +67,7 @@ def _imports(python: Path, module: str) -> bool:
 def test_the_stand_in_base_has_tensorflow_but_not_opencv(tf_base_python):
     assert _imports(tf_base_python, "tensorflow") is True
     assert _imports(tf_base_python, "cv2") is False
+    assert _imports(tf_base_python, "vastai") is False
 
 
 def test_overlay_refuses_a_base_without_tensorflow(project):
@@ -80,6 +94,7 @@ def test_overlay_trains_for_real_without_reinstalling_tensorflow(project, tf_bas
     project.write_config(remote={"python": "overlay", "base_python": str(tf_base_python),
                                  "pip_args": ["--no-index", "--find-links", str(wheelhouse)]},
                          train={"config": project.config["train"]["config"], "args": ["--epochs", "1"]})
+    base_before = _dists(tf_base_python)
     for cmd in ("up", "sync", "start"):
         r = project.run(cmd, timeout=600)
         assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
@@ -94,6 +109,12 @@ def test_overlay_trains_for_real_without_reinstalling_tensorflow(project, tf_bas
     assert [n for n in added if n.startswith("opencv_python_headless")], added  # what the base lacked
     assert not [n for n in added if n.lower().startswith(("tensorflow", "keras", "numpy"))], added
     assert not (site / "tensorflow").exists()
+    # the base is untouched, and the venv runs on the base's own TensorFlow, Keras and TensorBoard
+    # (on TF 2.19 that is tensorboard 2.19: `tensorflow 2.19.0` requires tensorboard~=2.19.0)
+    assert _dists(tf_base_python) == base_before
+    seen = _dists(venv / "bin" / "python")
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "tensorboard", "numpy"):
+        assert seen.get(name) == base_before.get(name), (name, seen.get(name), base_before.get(name))
     assert (project.workspace / "runs" / project.state()["current_run"] / "best_model.keras").is_file()
 
     again = project.run("sync", timeout=300)  # nothing changed: the overlay is not rebuilt
