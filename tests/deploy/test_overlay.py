@@ -119,3 +119,46 @@ def test_overlay_trains_for_real_without_reinstalling_tensorflow(project, tf_bas
 
     again = project.run("sync", timeout=300)  # nothing changed: the overlay is not rebuilt
     assert again.returncode == 0 and "overlay venv up to date" in again.stdout
+
+
+@pytest.mark.slow
+def test_on_a_vendor_shaped_base_the_watchdog_guards_the_run_and_stops_at_max_hours(vast, tf_base_python,
+                                                                                   wheelhouse):
+    """Provider vast with the overlay on a base like Vast's /venv/main (TensorFlow with its own Keras and
+    TensorBoard, no OpenCV, no vastai): the watchdog `up` installs is alive through sync and start, and
+    once the run trains past max_hours it stops the instance with the instance's own key."""
+    import json
+    import time
+
+    project = vast.project
+    subprocess.run([sys.executable, "-m", "trainer", "synth", "--out", str(project.cwd / "dataset"),
+                    "--videos", "12", "--seed", "0"], check=True, capture_output=True, env=project.env(), timeout=300)
+    project.write_config(remote={"python": "overlay", "base_python": str(tf_base_python),
+                                 "pip_args": ["--no-index", "--find-links", str(wheelhouse)]},
+                         train={"config": project.config["train"]["config"], "args": ["--epochs", "1"]})
+    # max_hours is already behind it once rented; with nothing training the watchdog leaves one grace
+    # period for a fetch, so it is the run that makes the cap stop the instance
+    vast.set(max_hours=0.0001, idle_grace_minutes=60, watchdog_poll_seconds=0.2)
+    vast.fake.add_offer()
+    try:
+        for cmd in ("up", "sync"):
+            r = vast.run(cmd, timeout=600)
+            assert r.returncode == 0, (cmd, r.stdout[-2000:], r.stderr[-2000:])
+        (inst,) = vast.fake.live_instances()
+        info = json.loads(vast.run("status", "--json").stdout)["watchdog"]
+        assert info["running"] and info["will_stop"]["rule"].startswith("cap reached"), info
+        assert vast.fake._status(inst)[1] == "running"
+        r = vast.run("start")
+        assert r.returncode == 0, r.stdout + r.stderr
+        deadline = time.monotonic() + 60
+        while vast.fake._status(inst)[1] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        log = (project.workspace / ".watchdog" / "watchdog.log").read_text()
+        assert vast.fake._status(inst)[1] == "stopped", log
+        assert "max_hours 0.0001 reached" in log
+        stops = [q for q in vast.fake.requests_by("instance") if q["body"] == {"state": "stopped"}]
+        assert stops and stops[0]["path"] == f"/api/v0/instances/{inst.id}/"
+        assert not [q for q in vast.fake.requests_by("user") if q["body"] == {"state": "stopped"}]
+    finally:
+        vast.run("stop")
+        vast.run("down", "--force")
