@@ -62,6 +62,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.deploy.background_http import serve, shutdown
+
 SPEC = Path(__file__).resolve().parent / "vast_spec"
 
 
@@ -285,16 +287,12 @@ class FakeVast:
             pass
 
         Handler.fake = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shutdown(self._server)
+        self._server = None
 
     # -- the instance row, as GET /api/v0/instances/<id>/ returns it ------------------------
     def _resume(self, inst: FakeInstance) -> None:

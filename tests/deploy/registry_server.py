@@ -24,13 +24,14 @@ import secrets
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+
+from tests.deploy.background_http import serve, shutdown
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -151,18 +152,15 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.cert, self.key)
-        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        http.socket = ctx.wrap_socket(http.socket, server_side=True)
+        self._server = serve(http)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        shutdown(self._server)
 
 
 class RegistryServer:

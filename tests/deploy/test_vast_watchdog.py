@@ -286,6 +286,19 @@ def test_status_json_shows_a_refused_key(fake_vast, instance, tmp_path):
     assert api["ok"] is False and "401" in api["error"] and api["retry_at"] > api["at"]
 
 
+def watch_while_training(home: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run the watchdog while a run (as deploy/start.py's run.sh looks to /proc) trains."""
+    run = home.parent / "runs" / "r2"
+    run.mkdir()
+    trainer = subprocess.Popen(["sh", "-c", "sleep 60", str(run / "run.sh"), RUN_MARK])
+    try:
+        (run / "pid").write_text(str(trainer.pid))
+        return run_watchdog(home, env)
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
 @pytest.mark.parametrize("state", ["null", "[]", '"x"', '{"run_seconds": "12h"}', '{"run_seconds": NaN}',
                                    '{"run_seconds": Infinity}', '{"run_seconds": -5}', '{"run_seconds": true}'])
 def test_a_wrong_state_file_never_stops_the_watchdog_and_the_caps_still_fire(fake_vast, instance, tmp_path, state):
@@ -293,15 +306,7 @@ def test_a_wrong_state_file_never_stops_the_watchdog_and_the_caps_still_fire(fak
     # rented since the epoch: whatever state.json says, the billed time is far past max_hours
     home = setup_watch(tmp_path, fake_vast, iid, max_hours=0.5, rented_since=1.0, idle_grace_minutes=60)
     (home / "state.json").write_text(state)
-    run = home.parent / "runs" / "r2"
-    run.mkdir()
-    trainer = subprocess.Popen(["sh", "-c", "sleep 60", str(run / "run.sh"), RUN_MARK])
-    try:
-        (run / "pid").write_text(str(trainer.pid))
-        r = run_watchdog(home, creds(fake_vast, iid, key))
-    finally:
-        trainer.kill()
-        trainer.wait()
+    r = watch_while_training(home, creds(fake_vast, iid, key))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert "state.json" in r.stdout  # it says it ignored what it could not use
     assert "max_hours" in json.loads((home / "stopped.json").read_text())["reason"]
@@ -316,15 +321,7 @@ def test_a_wrong_config_value_is_said_and_the_valid_caps_still_fire(fake_vast, i
     if "max_hours" in bad:
         cfg["budget_usd"] = 0.01  # the valid cap that must still fire
     home = setup_watch(tmp_path, fake_vast, iid, **cfg)
-    run = home.parent / "runs" / "r2"
-    run.mkdir()
-    trainer = subprocess.Popen(["sh", "-c", "sleep 60", str(run / "run.sh"), RUN_MARK])
-    try:
-        (run / "pid").write_text(str(trainer.pid))
-        r = run_watchdog(home, creds(fake_vast, iid, key))
-    finally:
-        trainer.kill()
-        trainer.wait()
+    r = watch_while_training(home, creds(fake_vast, iid, key))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert "config.json" in r.stdout and next(iter(bad)) in r.stdout
     assert fake_vast._status(fake_vast.instances[iid])[1] == "stopped"
