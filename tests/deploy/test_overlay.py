@@ -52,8 +52,9 @@ def wheelhouse(tmp_path_factory) -> Path:
 
 def _dists(python: Path) -> dict[str, str]:
     """name -> version of every distribution `python` sees (the first on sys.path wins, as for imports)."""
-    code = ("import importlib.metadata as md, json; seen = {}\n"
-            "for d in md.distributions(): seen.setdefault((d.metadata['Name'] or '').lower(), d.version)\n"
+    code = ("import importlib.metadata as md, json, re; seen = {}\n"  # names normalised as PEP 503 does
+            "for d in md.distributions(): seen.setdefault(re.sub(r'[-_.]+', '-', d.metadata['Name'] or '').lower(), "
+            "d.version)\n"
             "print(json.dumps(seen))")
     import json
 
@@ -113,6 +114,8 @@ def test_overlay_trains_for_real_without_reinstalling_tensorflow(project, tf_bas
     # (on TF 2.19 that is tensorboard 2.19: `tensorflow 2.19.0` requires tensorboard~=2.19.0)
     assert _dists(tf_base_python) == base_before
     seen = _dists(venv / "bin" / "python")
+    assert base_before.get("tensorflow-cpu") or base_before.get("tensorflow")
+    assert base_before.get("keras") and base_before.get("tensorboard") and base_before.get("numpy")
     for name in ("tensorflow", "tensorflow-cpu", "keras", "tensorboard", "numpy"):
         assert seen.get(name) == base_before.get(name), (name, seen.get(name), base_before.get(name))
     assert (project.workspace / "runs" / project.state()["current_run"] / "best_model.keras").is_file()

@@ -166,7 +166,7 @@ def engine():
     import docker
 
     try:
-        client = docker.from_env()
+        client = docker.from_env(timeout=1200)  # under vfs, a container of a GB-sized image takes minutes to create
         client.ping()
     except Exception as exc:  # any failure to reach the engine
         if os.environ.get("REQUIRE_DOCKER") == "1":
@@ -276,8 +276,8 @@ def test_thin_image_adds_only_small_layers_over_the_tensorflow_base_and_trains(e
     assert tools.decode().strip() == "ok"
     # the base's TensorFlow, Keras and TensorBoard, untouched: every distribution /venv/main had is there
     # at the same version (the thin layer only adds)
-    freeze = ["/venv/main/bin/python", "-c", "import importlib.metadata as md, json; print(json.dumps(["
-              "d.metadata['Name'].lower() + '==' + d.version for d in md.distributions()]))"]
+    freeze = ["/venv/main/bin/python", "-c", "import importlib.metadata as md, json, re; print(json.dumps(["
+              "re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() + '==' + d.version for d in md.distributions()]))"]
     before = json.loads(engine.containers.run(base.id, freeze, network_mode="none", remove=True))
     after = json.loads(engine.containers.run(thin.id, freeze, network_mode="none", remove=True))
     assert set(before) <= set(after), sorted(set(before) - set(after))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,18 +19,20 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "docker"))
 import image_build  # noqa: E402
 
-from tests.docker.test_dockerfile import engine  # noqa: E402,F401  (the fixture, by name)
+from tests.docker.test_dockerfile import engine  # noqa: E402,F401,F811  (the fixture, by name)
 
-DISTS = ("import importlib.metadata as md, json; print(json.dumps({d.metadata['Name'].lower(): d.version "
-         "for d in md.distributions()}))")
+# name (normalised as PEP 503 does: tensorflow_cpu -> tensorflow-cpu) -> version, for what /venv/main holds
+DISTS = ("import importlib.metadata as md, json, re; print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): "
+         "d.version for d in md.distributions()}))")
 
 
 @pytest.fixture(scope="module")
 def standin(engine):  # noqa: F811
+
     return image_build.build_standin(progress="plain")
 
 
-def _run(engine, image, cmd, **kw) -> str:  # noqa: F811
+def _run(engine, image, cmd, **kw) -> str:
     return engine.containers.run(image, cmd, remove=True, **kw).decode()
 
 
