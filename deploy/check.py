@@ -235,7 +235,7 @@ def _check_image_pull(provider, f: Findings) -> None:
     else:
         pull = registry.pull_estimate(s.image, s.image_login, facts=facts)
         size, how = (s.image_gb * 1e9, "vast.image_gb") if s.image_gb else (pull.bytes, pull.how)
-        f.add("ok", "image", f"{s.image} exists on {facts.registry}: {facts.compressed_bytes / 1e9:.2f} GB "
+        f.add("ok", "image", f"{s.image} exists on {facts.registry}: {(facts.compressed_bytes or 0) / 1e9:.2f} GB "
                              f"compressed (linux/amd64)")
     if size is None:
         if facts.exists is None:

@@ -130,6 +130,11 @@ def lookup(image: str | None, image_login: dict | None = None, env=None, tags_on
     if image_login and not password:
         facts.problem = f"vast.image_login's ${image_login.get('password_env')} is not set: cannot log in to look"
         return facts
+    try:
+        import dxf  # noqa: F401
+    except ImportError:
+        facts.problem = "python-dxf is not installed here: pip install -e '.[deploy]'"
+        return facts
     schemes = [False, True] if is_loopback(facts.registry) else [False]  # insecure = plain HTTP
     for insecure in schemes:
         try:

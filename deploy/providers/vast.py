@@ -359,6 +359,11 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             print(f"dry run: would reuse instance {existing['id']} ({existing.get('actual_status')}, "
                   f"label {self.label}); nothing new would be rented")
             return
+        try:
+            registry.require(self.s.image, self.s.image_login)
+        except UsageError as exc:
+            print(f"dry run: `up` would refuse: {exc}")
+            return
         pairs = self._search()
         best, est = pairs[0]
         price = vast_offers.price_per_hour(best, self.s)
