@@ -96,7 +96,7 @@ def overlay_pip_bytes(base: str) -> tuple[int, list[str]]:
     """Bytes of the wheels pip adds over `base`'s /venv/main, under the overlay's constraints."""
     script = (
         "set -e; cd /tmp; /venv/main/bin/python /src/docker/requirements_from_pyproject.py /src/pyproject.toml "
-        "train watchdog > req.txt; /venv/main/bin/python /src/docker/base_constraints.py > c.txt; "
+        "train > req.txt; /venv/main/bin/python /src/docker/base_constraints.py > c.txt; "
         "/venv/main/bin/python -m pip install --quiet --dry-run --report r.json -c c.txt -r req.txt; "
         "/venv/main/bin/python -c \"import json; print(' '.join(i['metadata']['name'] + '==' + i['metadata']['version'] "
         "for i in json.load(open('r.json'))['install']))\" > want.txt; "

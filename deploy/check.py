@@ -58,22 +58,35 @@ def _check_api_key(provider, f: Findings) -> dict | None:
 
 
 def _check_credit(provider, user: dict, f: Findings) -> None:
+    """The account's money is `credit` (vast-ai/docs api-reference/authentication.mdx: the
+    users/current answer shows "credit": 25.00; the vastai SDK's `show user` table prints both
+    Credit and Balance, cli/display.py user_fields); `balance` is shown beside it, never judged."""
     s = provider.s
-    balance = user.get("balance")
-    if balance is None:
-        f.add("warn", "credit", "the account answer has no balance: check https://cloud.vast.ai/billing/")
+    credit = _number(user.get("credit"))
+    balance = _number(user.get("balance"))
+    beside = "" if balance is None else f" (balance {cost.fmt_usd(balance)})"
+    if credit is None:
+        f.add("warn", "credit", f"the account answer has no credit{beside}: check https://cloud.vast.ai/billing/")
         return
     need = (s.max_price_per_hour or 0.0) * min(s.expected_hours, s.max_hours or s.expected_hours)
     if s.budget_usd:
         need = min(need, s.budget_usd) if need else s.budget_usd
-    if float(balance) <= 0:
-        f.add("FIX", "credit", f"balance {cost.fmt_usd(float(balance))}: add credit at https://cloud.vast.ai/billing/ "
+    if credit <= 0:
+        f.add("FIX", "credit", f"credit {cost.fmt_usd(credit)}{beside}: add credit at https://cloud.vast.ai/billing/ "
                                f"(instances stop when it reaches $0)")
-    elif need and float(balance) < need:
-        f.add("warn", "credit", f"balance {cost.fmt_usd(float(balance))} is less than a run may cost "
+    elif need and credit < need:
+        f.add("warn", "credit", f"credit {cost.fmt_usd(credit)}{beside} is less than a run may cost "
                                 f"({cost.fmt_usd(need)}: max_price_per_hour x expected_hours, capped by budget_usd)")
     else:
-        f.add("ok", "credit", f"balance {cost.fmt_usd(float(balance))}")
+        f.add("ok", "credit", f"credit {cost.fmt_usd(credit)}{beside}")
+
+
+def _number(v) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if x == x and x not in (float("inf"), float("-inf")) else None
 
 
 def _check_ssh_key(provider, f: Findings) -> str | None:
@@ -195,31 +208,44 @@ def _check_offers(provider, f: Findings) -> None:
 
 
 def _check_image_pull(provider, f: Findings) -> None:
-    """How much image a rented host pulls before anything runs (billed), and the way around it."""
-    from deploy import plan_sizes
+    """Ask the image's registry: does the tag exist (else the closest that do), how much a host pulls."""
+    from deploy import registry
     from deploy.config import OVERLAY
     from deploy.providers import vast_image
 
     s, python = provider.s, provider.config["remote"]["python"]
     if not s.image or vast_image.PLACEHOLDER in s.image:
         return  # _check_image has said what to set
-    if vast_image.is_vendor_image(s.image):
-        if "tensorflow" in s.image and python != OVERLAY and not python.startswith("/venv/main/"):
-            f.add("FIX", "image", f"{s.image} keeps TensorFlow in /venv/main, which remote.python {python!r} does "
-                                  f"not use: set remote.python: overlay (adds only what the trainer lacks)")
-        else:
-            f.add("ok", "image", f"{s.image}: Vast's own image, its layers cached on the hosts (nothing to pull "
-                                 f"or push)")
+    if vast_image.is_vendor_image(s.image) and "tensorflow" in s.image and python != OVERLAY \
+            and not python.startswith("/venv/main/"):
+        f.add("FIX", "image", f"{s.image} keeps TensorFlow in /venv/main, which remote.python {python!r} does "
+                              f"not use: set remote.python: overlay (adds only what the trainer lacks)")
+    facts = registry.lookup(s.image, s.image_login)
+    if facts.exists is False:
+        f.add("FIX", "image", registry.missing_line(facts) + " (a host would fail to pull it)")
         return
-    size = s.image_gb * 1e9 if s.image_gb else plan_sizes.image_compressed_bytes(s.image)
-    tf_image = vast_image.VENDOR_TF_IMAGE
+    if facts.exists is None:
+        f.add("warn", "image", f"could not ask the registry about {s.image} ({facts.problem}): a tag that does not "
+                               f"exist fails on the host, after renting")
+        size, how = (s.image_gb * 1e9 if s.image_gb else None), "vast.image_gb"
+    else:
+        pull = registry.pull_estimate(s.image, s.image_login, facts=facts)
+        size, how = (s.image_gb * 1e9, "vast.image_gb") if s.image_gb else (pull.bytes, pull.how)
+        f.add("ok", "image", f"{s.image} exists on {facts.registry}: {(facts.compressed_bytes or 0) / 1e9:.2f} GB "
+                             f"compressed (linux/amd64)")
     if size is None:
-        f.add("warn", "image", f"could not read the size of {s.image} from its registry; a host pulls all of it "
-                               f"before anything runs (set vast.image_gb to state it)")
+        if facts.exists is None:
+            f.add("warn", "image", "a host pulls all of it before anything runs (billed): set vast.image_gb "
+                                   "to state its size")
+        return
+    tf_image = vast_image.VENDOR_TF_IMAGE
+    if size > s.max_image_pull_gb * 1e9 and vast_image.is_vendor_image(s.image):
+        f.add("ok", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} before anything runs ({how}): "
+                             f"the vendor's own layers above its cached base; nothing of ours to build or push")
     elif size > s.max_image_pull_gb * 1e9:
-        f.add("warn", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} before anything runs (billed): "
+        f.add("warn", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} before anything runs (billed; {how}): "
                                f"use vast.image: {tf_image} with remote.python: overlay (nothing to build or push), "
                                f"or `make image-thin` (our layers only, ~0.2 GB)")
     else:
-        f.add("ok", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} (at most vast.max_image_pull_gb "
-                             f"{s.max_image_pull_gb:g})")
+        f.add("ok", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} ({how}; at most "
+                             f"vast.max_image_pull_gb {s.max_image_pull_gb:g})")

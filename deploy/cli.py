@@ -178,6 +178,7 @@ def cmd_start(ctx: Context) -> int:
     # what check refuses in train.args / train.config / remote.python (the dataset was scanned by sync)
     preflight.require(ctx.config, dataset=False)
     ctx.provider.ensure_running()
+    ctx.provider.ensure_watchdog()  # provider vast: no run trains without a live cost watchdog
     with ctx.remote() as remote:
         start(remote, ctx.layout(), ctx.config, ctx.state, ctx.provider.remote_env(),
               resume=getattr(ctx.args, "resume", False), name=getattr(ctx.args, "name", None))

@@ -32,9 +32,9 @@ from deploy.remote import Remote, q, rpath
 # Where Vast.ai's images keep their main environment (base-image README, "Python Package
 # Management": "Python packages install to the /venv/main/ virtual environment").
 VAST_MAIN_PYTHON = "/venv/main/bin/python"
-# What the trainer and the on-instance watchdog import, as pyproject.toml's extras name them
-# (the cpu/gpu extras are TensorFlow itself, which the base already has).
-EXTRAS = ("train", "watchdog")
+# What the trainer imports, as pyproject.toml's extras name it (the cpu/gpu extras are TensorFlow
+# itself, which the base already has; the on-instance watchdog needs only the standard library).
+EXTRAS = ("train",)
 
 # Run by the base interpreter: its TensorFlow version and site-packages folders.
 _BASE_FACTS = r"""
@@ -58,7 +58,7 @@ def _docker_script(name: str) -> str:
 
 
 def requirements() -> list[str]:
-    """The trainer's and the watchdog's requirements, read from pyproject.toml.
+    """The trainer's requirements, read from pyproject.toml.
 
     docker/requirements_from_pyproject.py is the one reader of pyproject.toml's extras
     (the Dockerfile runs it standalone in a build), so it is loaded from the checkout

@@ -10,14 +10,17 @@ The bill of a run is $/h x the hours it is rented, and those hours go to four ph
     train    start-up + epochs x epoch time, the epoch's FLOPs over the offer's TFLOPS x an efficiency
 
 job cost = dph_total (the GPU and the disk at our size, per hour) x the hours of all four,
-plus the offer's inet_down_cost for the bytes it receives. `rank` orders offers by that.
+plus bandwidth both ways: the offer's inet_down_cost for the bytes it receives (dataset, image)
+and its inet_up_cost for the bytes it sends back (`fetch`'s results). vast-ai/docs
+guides/reference/billing.mdx:83: "You are charged bandwidth prices for every byte sent or received
+to or from the instance". `rank` orders offers by that.
 
 Every constant below says where it comes from. Figures measured by earlier runs of this
 project (.deploy/plan.json, deploy/plan_report.py) replace or correct them: the uplink
 measured by sync, and a measured/estimated ratio per phase.
 Offer fields used (all in the vendor spec, vast-ai/docs api-reference/openapi/yaml/search_offers.yaml):
 inet_down (Mb/s, as the vastai SDK's cli/util.py `required_inet_mbps` reads it), dph_total,
-storage_total_cost, inet_down_cost ($/GB), cpu_cores_effective, total_flops (TFLOPs across all
+storage_total_cost, inet_down_cost and inet_up_cost ($/GB), cpu_cores_effective, total_flops (TFLOPs across all
 GPUs), num_gpus, gpu_name, disk_bw (MB/s), dlperf_per_dphtotal.
 """
 
@@ -66,6 +69,9 @@ DISK_MBPS_FALLBACK = 500.0
 FRAMES_DEFAULT, EPOCHS_DEFAULT = 20, 100
 SPLIT_DEFAULT = {"train": 0.70, "val": 0.15}
 FEATURE_DIM = {"vgg19": 4096}  # trainer/backbone.py VGG19_DIM; thumbnail: image_size ** 2
+# What `fetch` brings back besides best_model.keras (deploy/fetch.py RESULTS): metrics, history, log,
+# plots and TensorBoard scalars. An assumption of their order of magnitude, not a measurement.
+FETCH_EXTRA_BYTES = 20_000_000
 
 
 @dataclass
@@ -97,6 +103,11 @@ class Job:
             n += 2 * 4 * (self.lstm_units * (width + self.lstm_units) + self.lstm_units)
             width = 2 * self.lstm_units
         return n
+
+    def result_bytes(self) -> int:
+        """What `fetch` downloads from the host: best_model.keras holds the float32 weights and Adam's two
+        moments per weight (Keras saves the optimizer), plus FETCH_EXTRA_BYTES of logs, plots, TensorBoard."""
+        return 3 * 4 * self.lstm_params() + FETCH_EXTRA_BYTES
 
     def epoch_flops(self) -> float:
         """~2 FLOPs per weight per time step forward, x3 for a training step (forward + backward)."""
@@ -154,7 +165,8 @@ def estimate(offer: dict, job: Job, price_per_hour: float | None = None) -> dict
     hours = sum(secs.values()) / 3600
     price = float(price_per_hour if price_per_hour is not None else _f(offer, "dph_total"))
     gb_in = (job.upload_bytes + job.download_bytes + job.image_bytes) / 1e9
-    bandwidth_usd = gb_in * _f(offer, "inet_down_cost")
+    gb_out = job.result_bytes() / 1e9
+    bandwidth_usd = gb_in * _f(offer, "inet_down_cost") + gb_out * _f(offer, "inet_up_cost")
     dominant = max(PHASES, key=lambda p: secs[p])
     return {
         "id": offer.get("id"),

@@ -11,7 +11,6 @@ import os
 import re
 
 from deploy.config import OVERLAY
-from deploy.providers import vast_image
 from deploy.plan import (EPOCHS_DEFAULT, FEATURE_DIM, FRAMES_DEFAULT, PHASES, SPLIT_DEFAULT,
                          UPLINK_MBPS_DEFAULT, Job)
 
@@ -110,14 +109,15 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     image_gb = vast.get("image_gb")
     if image_gb:
         job.image_bytes, src["image"] = int(float(image_gb) * 1e9), "vast.image_gb"
-    elif vast_image.is_vendor_image(vast.get("image")):
-        job.image_bytes, src["image"] = 0, "a vastai/ image: its layers are cached on Vast hosts (vast-ai/base-image)"
     else:
-        got = plan_sizes.image_compressed_bytes(vast.get("image")) if lookups else None
-        if got:
-            job.image_bytes, src["image"] = got, "registry manifest (compressed layers)"
+        from deploy import registry
+
+        pull = registry.pull_estimate(vast.get("image"), vast.get("image_login"), env) if lookups else None
+        if pull is not None and pull.bytes is not None:
+            job.image_bytes, src["image"] = pull.bytes, pull.how
         else:
-            src["image"] = "README's measured `make image` size; registry manifest not reachable"
+            src["image"] = ("README's measured `make image` size (an upper bound); registry not asked"
+                            + (f": {pull.how}" if pull is not None else ""))
 
     if config.get("remote", {}).get("python") == OVERLAY:
         job.image_bytes += OVERLAY_WHEEL_BYTES

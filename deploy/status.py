@@ -155,8 +155,12 @@ def _checked_status(st: dict) -> tuple[dict, list[str]]:
     if last is not None and not isinstance(last, dict):
         bad.append("'last_stop_attempt' is not a record")
         last = None
+    api = st.get("api")
+    if api is not None and not isinstance(api, dict):
+        bad.append("'api' is not a record")
+        api = None
     return {"at": _number(st.get("at")), "will_stop": will, "activity": [x for a in names for x in a],
-            "last_stop_attempt": last}, bad
+            "last_stop_attempt": last, "api": api}, bad
 
 
 def watchdog_info(sections: dict, now: float | None = None) -> dict:
@@ -169,6 +173,7 @@ def watchdog_info(sections: dict, now: float | None = None) -> dict:
            "last_tick_at": st["at"], "last_tick_age_s": round(now - st["at"]) if st["at"] else None,
            "will_stop": st["will_stop"], "activity": st["activity"],
            "last_stop_attempt": st["last_stop_attempt"] or (stopped or None),
+           "api": st["api"],
            "log_tail": sections.get("wd_log", [])}
     if bad:
         out["unreadable"] = "its status file: " + "; ".join(bad)
@@ -200,6 +205,11 @@ def render_watchdog(wd: dict, add_row, escape) -> None:
         at = _number(last.get("at"))
         when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at)) if at else "?"
         add_row("last stop attempt", escape(f"{when}: {last.get('result', 'stopped')} ({last.get('reason', '')})"))
+    api = wd.get("api") or {}
+    if api.get("ok") is False:  # e.g. a 401: the instance key refused; the watchdog keeps retrying
+        add_row("watchdog API", "[red]" + escape(f"{api.get('what', 'call')} failed: {str(api.get('error'))[:200]}")
+                + "[/red]" + (escape(f"; next try in {_ago(api['retry_at'] - time.time())}")
+                              if _is_float(api.get("retry_at")) else ""))
     for line in wd.get("log_tail", [])[-1:]:
         add_row("watchdog log", escape(line[-160:]))
 

@@ -2,8 +2,10 @@
 
 Runs ON the instance, next to training: `python -m deploy up` copies this one file to
 <workspace>/.watchdog/ with a config.json and starts it detached; the container's onstart
-script starts it again at every container start (after a stop, or an outbid). It is
-self-contained on purpose (stdlib + the `vastai` SDK): deploy/ itself is not on the instance.
+script starts it again at every container start (after a stop, or an outbid), and `start`
+again whenever it is not alive. It needs nothing but a Python >= 3.8 and its standard library:
+Vast's own images have no importable `vastai` (vast-ai/base-image Dockerfile:283-293 clones the
+CLI to /opt/vast-cli and runs it with the system Python), and deploy/ is not on the instance.
 
 It stops the instance, so GPU billing ends while the disk and the results stay, when
 - nothing has happened for `idle_grace_minutes`: no training run alive (deploy/runstate.py
@@ -20,9 +22,19 @@ is counted in memory when state.json cannot be written (a full disk, which is al
 typically kills training), and every failure is logged and retried.
 
 Credentials: ONLY the instance-scoped key Vast.ai puts into every container
-(CONTAINER_API_KEY, with CONTAINER_ID), read from the environment, the container's init
-process or /etc/environment. The user's key is never on the instance; VAST_API_KEY is
-dropped from the environment here so the SDK cannot pick it up either.
+(CONTAINER_API_KEY, with CONTAINER_ID; vast-ai/docs guides/instances/docker-environment.mdx:112-113),
+read from the environment, the container's init process or /etc/environment. That key "can only
+start, stop, or destroy that specific instance" (api-reference/hello-world.mdx:112) and show it
+(docker-environment.mdx:128). The stop is the documented call (hello-world.mdx:173-180,
+openapi/yaml/stop_instance.yaml): PUT {server}/api/v0/instances/{id}/ with {"state": "stopped"} and
+`Authorization: Bearer <key>`, through urllib. The user's key is never on the instance, and
+VAST_API_KEY is dropped from the environment here.
+
+A refused key (HTTP 401) is retried with a growing pause and shown in status.json (`api`):
+it never means "the instance is gone" (only a 404 does). Its config.json and state.json are
+checked before use: a value that is not a finite, non-negative number is said and ignored
+(state.json's billed time is then counted from `rented_since`), so the caps fire on the valid
+numbers whatever the files hold.
 
 When an interruptible (bid) instance comes back after an outbid, a run that was cut off
 (its pid gone, no exit_status) is relaunched with `train --resume` when `auto_resume` is set.
@@ -35,11 +47,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 try:  # on the instance, runstate.py is copied next to this file; in the project it is deploy/runstate.py
@@ -49,6 +64,9 @@ except ImportError:
 
 RUN_MARK = runstate.RUN_MARK
 SECRET_ENV = ("CONTAINER_API_KEY", "VAST_API_KEY")  # never handed to a relaunched training run
+MAX_BACKOFF_S = 600.0   # a refused or failing API call is retried at most this far apart
+API_TIMEOUT_S = 30.0
+DEFAULT_GRACE_MINUTES = 30.0
 
 
 def log(msg: str) -> None:
@@ -165,6 +183,33 @@ def relaunch_with_resume(run_dir: Path) -> bool:
     return True
 
 
+# -- what config.json and state.json may hold -------------------------------------------------
+def finite(value) -> float | None:
+    """A finite, non-negative number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+NUMBERS = ("max_hours", "budget_usd", "price_per_hour", "idle_grace_minutes", "poll_seconds", "rented_since")
+
+
+def checked_config(cfg: dict) -> tuple[dict, list[str]]:
+    """config.json with every number it names checked: (usable config, what was ignored and why)."""
+    out, said = dict(cfg), []
+    for name in NUMBERS:
+        if cfg.get(name) is None and not (name == "idle_grace_minutes" and name in cfg):
+            continue
+        good = finite(cfg[name])
+        if good is None:
+            said.append(f"config.json: {name} {cfg[name]!r} is not a finite non-negative number; ignored")
+        out[name] = good
+    if out.get("idle_grace_minutes") is None:  # the one rule that always applies
+        out["idle_grace_minutes"] = DEFAULT_GRACE_MINUTES
+    return out, said
+
+
 # -- the loop ----------------------------------------------------------------------------------
 class Watchdog:
     def __init__(self, cfg: dict, home: Path):
@@ -173,21 +218,35 @@ class Watchdog:
         self.workspace = Path(os.path.expanduser(cfg["workspace"]))
         self.state_file = home / "state.json"
         self.started = time.time()
-        state = self._load_state()
-        if "run_seconds" not in state:
-            # first start: the instance has been billed since it was created
-            state["run_seconds"] = max(0.0, self.started - float(cfg.get("rented_since") or self.started))
-        self.run_seconds = float(state["run_seconds"])
+        seconds = self._load_state()
+        if seconds is None:
+            # first start (or an unusable state.json): the instance has been billed since it was created
+            seconds = max(0.0, self.started - (cfg.get("rented_since") or self.started))
+        self.run_seconds = seconds
         self.last_tick = self.started
         self.last_busy = self.started
         self.last_stop_attempt: dict | None = None
+        self.api: dict = {"ok": None}
         self._write_failed: set[str] = set()
 
-    def _load_state(self) -> dict:
+    def _load_state(self) -> float | None:
+        """state.json's billed seconds when it holds a usable number; None (said in the log) otherwise."""
         try:
-            return json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return {}
+            text = self.state_file.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log(f"cannot read state.json ({exc}); counting the billed time from rented_since")
+            return None
+        try:
+            state = json.loads(text)
+        except ValueError:
+            state = text[:40]
+        seconds = finite(state.get("run_seconds")) if isinstance(state, dict) else None
+        if seconds is None:
+            shown = state.get("run_seconds") if isinstance(state, dict) else state
+            log(f"state.json holds no usable run_seconds ({shown!r}); counting the billed time from rented_since")
+        return seconds
 
     def _write(self, name: str, data: dict) -> bool:
         """Atomic JSON write; a failure (full disk) is logged once and survived: the time is in memory."""
@@ -210,23 +269,23 @@ class Watchdog:
 
     def cap_reason(self) -> str | None:
         hours = self.run_seconds / 3600
-        spent = hours * float(self.cfg.get("price_per_hour") or 0.0)
-        if self.cfg.get("max_hours") and hours >= float(self.cfg["max_hours"]):
+        spent = hours * (self.cfg.get("price_per_hour") or 0.0)
+        if self.cfg.get("max_hours") is not None and hours >= self.cfg["max_hours"]:
             return f"max_hours {self.cfg['max_hours']} reached ({hours:.2f} h rented)"
-        if self.cfg.get("budget_usd") and spent >= float(self.cfg["budget_usd"]):
+        if self.cfg.get("budget_usd") is not None and self.cfg.get("price_per_hour") and spent >= self.cfg["budget_usd"]:
             return f"budget_usd {self.cfg['budget_usd']} reached (${spent:.2f} spent)"
         return None
 
     def next_stop(self, now: float, busy: bool, last_activity: float) -> dict | None:
         """Which rule will stop the instance, and when (epoch seconds), as things stand now."""
-        grace_s = float(self.cfg["idle_grace_minutes"]) * 60
-        price = float(self.cfg.get("price_per_hour") or 0.0)
+        grace_s = self.cfg["idle_grace_minutes"] * 60
+        price = self.cfg.get("price_per_hour") or 0.0
         hours = self.run_seconds / 3600
         rules = []
-        if self.cfg.get("max_hours"):
-            rules.append(("max_hours", now + (float(self.cfg["max_hours"]) - hours) * 3600))
-        if self.cfg.get("budget_usd") and price > 0:
-            rules.append(("budget_usd", now + (float(self.cfg["budget_usd"]) / price - hours) * 3600))
+        if self.cfg.get("max_hours") is not None:
+            rules.append(("max_hours", now + (self.cfg["max_hours"] - hours) * 3600))
+        if self.cfg.get("budget_usd") is not None and price > 0:
+            rules.append(("budget_usd", now + (self.cfg["budget_usd"] / price - hours) * 3600))
         if self.cap_reason() and not busy:
             rules = [("cap reached, grace for a fetch", self.started + grace_s)]
         if not busy:
@@ -253,12 +312,12 @@ class Watchdog:
         last_activity = max(self.last_busy, touched, last_end_time(self.workspace))
         idle_s = now - last_activity
         hours = self.run_seconds / 3600
-        spent = hours * float(self.cfg.get("price_per_hour") or 0.0)
-        grace_s = float(self.cfg["idle_grace_minutes"]) * 60
+        spent = hours * (self.cfg.get("price_per_hour") or 0.0)
+        grace_s = self.cfg["idle_grace_minutes"] * 60
         self._write("status.json", {"at": now, "pid": os.getpid(), "training": training, "activity": others,
                                     "idle_seconds": idle_s, "hours": hours, "spent_usd": spent, "runs": run_states,
                                     "will_stop": self.next_stop(now, bool(training or others), last_activity),
-                                    "last_stop_attempt": self.last_stop_attempt})
+                                    "last_stop_attempt": self.last_stop_attempt, "api": self.api})
         capped = self.cap_reason()
         if capped and (training or now - self.started >= grace_s):
             return capped
@@ -283,10 +342,65 @@ class Watchdog:
                        "`python -m deploy start --resume` continues it"))
 
 
-def stop_instance(cfg: dict, key: str, instance_id: int) -> None:
-    from vastai import VastAI
+# -- the Vast.ai API, as the instance's own key may use it --------------------------------------
+class ApiError(Exception):
+    def __init__(self, status: int | None, message: str):
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
 
-    VastAI(api_key=key, server_url=cfg["server_url"], retry=5, raw=True, quiet=True).stop_instance(instance_id)
+
+class InstanceApi:
+    """GET (show) and PUT {"state": "stopped"} on /api/v0/instances/{id}/ with the instance's key."""
+
+    def __init__(self, server_url: str, key: str, instance_id: int, poll: float):
+        self.url = f"{server_url.rstrip('/')}/api/v0/instances/{instance_id}/"
+        self.key = key
+        self.poll = poll
+        self.failures = 0
+        self.state: dict = {"ok": None}
+
+    def _call(self, method: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {self.key}", "Accept": "application/json",
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=API_TIMEOUT_S) as r:  # noqa: S310 (the configured API URL)
+                answer = json.loads(r.read().decode() or "{}")
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")[:300]
+            try:
+                parsed = json.loads(text)
+                text = str(parsed.get("msg") or parsed.get("error") or parsed.get("detail") or text) \
+                    if isinstance(parsed, dict) else text
+            except ValueError:
+                pass
+            raise ApiError(exc.code, re.sub(r"\s+", " ", text).strip() or exc.reason) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ApiError(None, f"{type(exc).__name__}: {exc}") from None
+        if isinstance(answer, dict) and answer.get("success") is False:
+            raise ApiError(200, str(answer.get("msg") or answer.get("error") or answer))
+        return answer if isinstance(answer, dict) else {}
+
+    def ready(self, now: float) -> bool:
+        return now >= self.state.get("retry_at", 0.0)
+
+    def attempt(self, what: str, method: str, body: dict | None = None) -> dict:
+        """One call; on failure the next is allowed only after a pause doubling from the poll interval."""
+        now = time.time()
+        try:
+            answer = self._call(method, body)
+        except ApiError as exc:
+            self.failures += 1
+            wait = min(self.poll * 2 ** self.failures, MAX_BACKOFF_S)
+            why = " (the instance key was refused: retrying, the instance is not taken for gone)" \
+                if exc.status == 401 else ""
+            self.state = {"ok": False, "at": now, "what": what, "error": f"{exc}"[:300] + why,
+                          "status": exc.status, "failures": self.failures, "retry_at": now + wait}
+            raise
+        self.failures = 0
+        self.state = {"ok": True, "at": now, "what": what}
+        return answer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +412,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("VAST_API_KEY", None)  # the user's key must never be used from the instance
 
     cfg_path = Path(args.config).absolute()
-    cfg = json.loads(cfg_path.read_text())
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        log(f"cannot read {cfg_path} ({exc}); exiting: `python -m deploy start` installs it again")
+        return 2
+    cfg, said = checked_config(raw if isinstance(raw, dict) else {})
+    for line in said:
+        log(line)
     home = cfg_path.parent
     try:
         (home / "watchdog.pid").write_text(str(os.getpid()))
@@ -310,48 +431,59 @@ def main(argv: list[str] | None = None) -> int:
             "(the cost guards are inactive: `python -m deploy down` when done)")
         return 2
     try:
-        import vastai  # noqa: F401  (checked now: a missing SDK must not surface only when it is time to stop)
-    except ImportError:
-        log("the vastai SDK is not installed in this image (pip install vastai): cannot stop the instance; "
-            "exiting (the cost guards are inactive: `python -m deploy down` when done)")
+        instance_id = int(container_id or cfg["instance_id"])
+    except (KeyError, TypeError, ValueError):
+        log("no CONTAINER_ID and no instance_id in config.json: cannot tell which instance to stop; exiting")
         return 2
-    instance_id = int(container_id or cfg["instance_id"])
-    poll = args.poll_seconds or float(cfg.get("poll_seconds") or 30)
+    poll = args.poll_seconds or cfg.get("poll_seconds") or 30.0
+    cfg.setdefault("workspace", str(home.parent))
+    api = InstanceApi(str(cfg.get("server_url") or "https://console.vast.ai"), key, instance_id, poll)
     dog = Watchdog(cfg, home)
     log(f"watching instance {instance_id}: max_hours={cfg.get('max_hours')} budget_usd={cfg.get('budget_usd')} "
-        f"idle_grace_minutes={cfg['idle_grace_minutes']} price ${float(cfg.get('price_per_hour') or 0):.3f}/h")
+        f"idle_grace_minutes={cfg['idle_grace_minutes']} price ${cfg.get('price_per_hour') or 0:.3f}/h")
+    try:  # the key is checked now, not first when it is time to stop (docker-environment.mdx:128: it may show)
+        api.attempt("show instance", "GET")
+    except ApiError as exc:
+        if exc.status == 404:
+            log(f"instance {instance_id} no longer exists (HTTP 404); exiting")
+            return 0
+        log(f"the instance API did not answer as expected ({exc}); the stop will be retried when due")
+    dog.api = api.state
     try:
         dog.resume_interrupted()
     except Exception as exc:  # noqa: BLE001  (a failed relaunch must not take the cost guard down with it)
         log(f"relaunching interrupted runs failed ({type(exc).__name__}: {exc})")
     while True:
+        pause = poll
         try:
             if not cfg_path.exists():  # the workspace was removed: nothing left to watch
                 log("config.json is gone; exiting")
                 return 0
-            reason = dog.tick(time.time())
-            if reason:
+            now = time.time()
+            reason = dog.tick(now)
+            if reason and api.ready(now):
                 log(f"stopping instance {instance_id}: {reason}")
                 try:
-                    stop_instance(cfg, key, instance_id)
-                except Exception as exc:  # keep watching and try again: a stop that failed costs money
-                    code = getattr(getattr(exc, "response", None), "status_code", None)
-                    dog.last_stop_attempt = {"at": time.time(), "reason": reason,
-                                             "result": f"failed: {type(exc).__name__}: {exc}"[:300]}
-                    if code in (401, 404):  # the instance (and with it its key) is gone: nothing bills any more
-                        log(f"instance {instance_id} no longer exists (HTTP {code}); exiting")
+                    api.attempt("stop instance", "PUT", {"state": "stopped"})
+                except ApiError as exc:
+                    dog.last_stop_attempt = {"at": time.time(), "reason": reason, "result": f"failed: {exc}"[:300]}
+                    if exc.status == 404:  # only a 404 means gone (a 401 is a refused key, retried)
+                        log(f"instance {instance_id} no longer exists (HTTP 404); exiting")
                         return 0
-                    log(f"stop failed ({type(exc).__name__}: {exc}); retrying in {poll:.0f}s")
+                    log(f"stop failed ({exc}); retrying in {api.state['retry_at'] - time.time():.1f}s")
                 else:
                     dog.last_stop_attempt = {"at": time.time(), "reason": reason, "result": "stopped"}
                     dog._write("stopped.json", {"at": time.time(), "reason": reason, "result": "stopped"})
                     log("stopped: GPU billing ended; the disk and results stay until `python -m deploy down`")
                     return 0
+                dog.api = api.state
+            if reason and not api.ready(time.time()):  # wake exactly when the next try is due
+                pause = max(0.0, min(poll, api.state["retry_at"] - time.time()))
         except Exception as exc:  # noqa: BLE001  (the watchdog outlives everything but its instance)
             log(f"look-around failed ({type(exc).__name__}: {exc}); trying again in {poll:.0f}s")
         if args.once:
             return 0
-        time.sleep(poll)
+        time.sleep(pause)
 
 
 if __name__ == "__main__":

@@ -168,14 +168,24 @@ def build(variant: str, tag: str | None = None, base_image: str | None = None, *
     return _buildkit(client, variant, tag, base, args, extra_ca, network, progress, context)
 
 
+def vendor_tf_version() -> str:
+    """The TensorFlow version of the vendor image thin.Dockerfile builds on: `2.19.0` of
+    vastai/tensorflow:2.19.0-cuda-12.4.1 (the vendor's tags are <tf>-cuda-<cuda>)."""
+    found = re.match(r"(\d+\.\d+\.\d+)", thin_default_base().rsplit(":", 1)[-1])
+    if not found:
+        raise BuildError(f"cannot read a TensorFlow version from {thin_default_base()}")
+    return found.group(1)
+
+
 def build_standin(tag: str | None = None, *, extra_ca: str | None = "auto", progress: str = "auto") -> str:
-    """A local stand-in for Vast's TensorFlow image: TensorFlow (CPU) in /venv/main on the Debian base."""
-    spec = tensorflow_spec("cpu")
-    tag = tag or f"violence-trainer-vast-tf-standin:{spec.split('==')[-1]}"
+    """A local stand-in for Vast's TensorFlow image: the vendor's TensorFlow version (CPU build) in /venv/main,
+    as docker/vast-tf-standin.Dockerfile copies it from vast-ai/base-image."""
+    version = vendor_tf_version()
+    tag = tag or f"violence-trainer-vast-tf-standin:{version}"
     client = docker_client()
     base = resolve_base(client, None)
     args = ["--file", str(STANDIN_DOCKERFILE), "--build-arg", f"BASE_IMAGE={base}",
-            "--build-arg", f"TENSORFLOW={spec}"]
+            "--build-arg", f"TENSORFLOW_VERSION={version}"]
     return _buildkit(client, "stand-in", tag, base, args, extra_ca, None, progress, REPO)
 
 

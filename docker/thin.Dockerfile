@@ -8,12 +8,13 @@
 # across repositories) receives only these layers on `make push`. Build with
 # `make image-thin` (docker/image_build.py build --variant thin).
 #
-# VAST_TF_IMAGE: the vendor image whose TensorFlow matches our pin (pyproject.toml's `gpu`
-# extra: tensorflow 2.21.0) or the pin following it, so the trainer runs on the TensorFlow
-# it is tested with. The vendor builds its tags from TENSORFLOW_VERSION over a CUDA base
-# (derivatives/tensorflow/README.build.md); Docker Hub's tag list cannot be read from our
-# build machines, so the tag is configuration: check it with `docker manifest inspect`.
-ARG VAST_TF_IMAGE=vastai/tensorflow:2.21.0
+# VAST_TF_IMAGE: a vendor TensorFlow tag that exists (deploy/providers/vast_image.py's
+# VENDOR_TF_IMAGE, which says where the tag was seen; `make check` asks the registry). The
+# vendor builds its tags from TENSORFLOW_VERSION over a CUDA base (derivatives/tensorflow/
+# README.build.md:9-15): TensorFlow 2.19 with its own Keras and TensorBoard, which our
+# requirements accept (pyproject.toml's tensorboard range) and this image never replaces.
+# CI runs the trainer's tests on tensorflow-cpu 2.19.0 as well as on our own pin.
+ARG VAST_TF_IMAGE=vastai/tensorflow:2.19.0-cuda-12.4.1
 FROM ${VAST_TF_IMAGE}
 
 SHELL ["/bin/sh", "-eux", "-c"]
@@ -30,12 +31,14 @@ WORKDIR /workspace
 
 # One layer for what the base lacks (few on purpose: a vfs storage driver copies the whole
 # filesystem per layer, and the base is gigabytes):
-# - system tools deploy/ relies on (rsync, ssh, sshd, tmux, pgrep), installed only when
-#   missing: the vendor's base image ships rsync, tmux and an SSH server, so on the real
-#   base nothing is installed; host keys of a package we install are not kept;
-# - the trainer's and watchdog's requirements from pyproject.toml, installed into
-#   /venv/main under constraints pinning every distribution the base has
-#   (docker/base_constraints.py): TensorFlow and its numpy are never replaced.
+# - system tools deploy/ relies on (rsync, ssh, sshd, pgrep), installed only when missing:
+#   the vendor's base ships rsync and procps (vast-ai/base-image Dockerfile:122,165) but no
+#   SSH server (in SSH launch mode the platform supplies one) and no tmux (nothing of ours
+#   uses it); host keys of a package we install are not kept;
+# - the trainer's requirements from pyproject.toml, installed into /venv/main under
+#   constraints pinning every distribution the base has (docker/base_constraints.py):
+#   TensorFlow, Keras, TensorBoard and their numpy are never replaced. The cost watchdog
+#   needs nothing but the standard library.
 # hadolint ignore=DL3008,SC2086
 RUN --mount=type=bind,source=pyproject.toml,target=/tmp/build/pyproject.toml \
     --mount=type=bind,source=docker/requirements_from_pyproject.py,target=/tmp/build/requirements_from_pyproject.py \
@@ -43,7 +46,7 @@ RUN --mount=type=bind,source=pyproject.toml,target=/tmp/build/pyproject.toml \
     --mount=type=bind,source=docker/with_extra_ca.sh,target=/tmp/build/with_extra_ca.sh \
     --mount=type=secret,id=extra_ca \
     missing=""; \
-    for tool in rsync:rsync ssh:openssh-client sshd:openssh-server tmux:tmux pgrep:procps; do \
+    for tool in rsync:rsync ssh:openssh-client sshd:openssh-server pgrep:procps; do \
         command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing="$missing ${tool#*:}"; \
     done; \
     if [ -n "$missing" ]; then \
@@ -55,7 +58,7 @@ RUN --mount=type=bind,source=pyproject.toml,target=/tmp/build/pyproject.toml \
         apt-get clean; \
         rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old; \
     fi; \
-    /venv/main/bin/python /tmp/build/requirements_from_pyproject.py /tmp/build/pyproject.toml train watchdog > /tmp/requirements.txt; \
+    /venv/main/bin/python /tmp/build/requirements_from_pyproject.py /tmp/build/pyproject.toml train > /tmp/requirements.txt; \
     /venv/main/bin/python /tmp/build/base_constraints.py > /tmp/constraints.txt; \
     sh /tmp/build/with_extra_ca.sh /venv/main/bin/python -m pip install --no-cache-dir -c /tmp/constraints.txt -r /tmp/requirements.txt; \
     rm -rf /tmp/requirements.txt /tmp/constraints.txt /root/.cache; \

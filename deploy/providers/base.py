@@ -60,6 +60,9 @@ class Provider(ABC):
     def ensure_running(self) -> None:
         """Bring a stopped machine back (Vast.ai: a stopped instance), before sync/fetch."""
 
+    def ensure_watchdog(self) -> None:
+        """Before a run starts: whatever guards the rental's cost is alive (Vast.ai: the watchdog)."""
+
     def describe(self) -> dict:
         """Provider facts for `status` (price, time rented, money spent...)."""
         return {}

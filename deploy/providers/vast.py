@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from deploy import cost, plan, plan_config, plan_report, vast_offers
+from deploy import cost, plan, plan_config, plan_report, registry, vast_offers
 from deploy.errors import UsageError
 from deploy.providers import vast_image, vast_rows
 from deploy.providers.base import Host, Provider
@@ -154,14 +154,17 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
                 "sed -i -E '/^(CONTAINER_ID|CONTAINER_API_KEY|VAST_[A-Z_]+)=/d' /etc/environment; "
                 "env | grep -E '^(CONTAINER_ID|VAST_[A-Z_]+)=' | grep -v -E '^[A-Z_]*(KEY|TOKEN|SECRET)[A-Z_]*=' "
                 ">> /etc/environment; "
-                f"if [ -f {wd}/watchdog.py ]; then {self._watchdog_python_sh()}; "
+                f"if [ -f {wd}/watchdog.py ]; then {self._watchdog_python_sh()}; [ -n \"$wpy\" ] && "
                 f"nohup \"$wpy\" {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
     def _create_kwargs(self, with_secrets: bool = True) -> dict:
         vast_image.parse(self.s.image)  # one line for a missing or malformed reference
         env = {str(k): str(v) for k, v in self.s.env.items()}
+        # cancel_unavail: "Defaults to false for interruptibles. Defaults to true for on-demand with
+        # target_state='running'" (create_instance.yaml:96-98): asked for on-demand only. The SDK sends the
+        # field on every create (vastai/api/instances.py), so an interruptible create says false.
         kw = dict(image=self.s.image, disk=float(self.s.disk_gb), env=env, label=self.label,
-                  onstart_cmd=self._onstart(), cancel_unavail=True,
+                  onstart_cmd=self._onstart(), cancel_unavail=self.s.bid_price is None,
                   # ssh + direct -> runtype "ssh_direc ssh_proxy": direct SSH with the proxy as fall-back
                   ssh=True, direct=self.s.direct_ports)
         if self.s.bid_price is not None:
@@ -191,8 +194,12 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             print(f"offer {offer['id']}: Vast.ai refused the price ({r.message}); trying the next one",
                   file=sys.stderr)
             return None
-        raise UsageError(f"Vast.ai refused to create an instance from offer {offer['id']}: {r.message}"
-                         + ("; nothing is rented" if r.leftover is not None else ""))
+        if r.outcome == "refused":  # about this offer (dstack and SkyPilot move on the same way)
+            print(f"offer {offer['id']}: Vast.ai refused the create ({r.message}); trying the next one",
+                  file=sys.stderr)
+            return None
+        raise UsageError(f"Vast.ai refused to create an instance for this account ({r.message}): no other offer "
+                         f"would change that; nothing is rented")
 
     def _real_price_ok(self, iid: int, offer: dict) -> float | None:
         """The instance's own dph_total; None (after destroying it) when above max_price_per_hour.
@@ -252,6 +259,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             return self._reuse(existing)
         self._public_key()  # fail before renting, not after
         self._create_kwargs()  # image reference and registry login: fail before renting too
+        registry.require(self.s.image, self.s.image_login)  # a tag that does not exist fails on every offer
         pairs = self._search()
         tried = 0
         started = time.time()
@@ -350,6 +358,11 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         if existing is not None:
             print(f"dry run: would reuse instance {existing['id']} ({existing.get('actual_status')}, "
                   f"label {self.label}); nothing new would be rented")
+            return
+        try:
+            registry.require(self.s.image, self.s.image_login)
+        except UsageError as exc:
+            print(f"dry run: `up` would refuse: {exc}")
             return
         pairs = self._search()
         best, est = pairs[0]

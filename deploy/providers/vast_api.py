@@ -14,10 +14,18 @@ and each spec file's `x-rate-limit`):
 - A failed create may still have made an instance: dstack's client reads `new_contract`
   from the error body (an interruptible create with too low a bid is created stopped) and
   destroys it. `create()` hands that id back so nothing is left billing disk.
+- A refused create is about the offer unless it is about the account: dstack raises
+  NoCapacityError for any failed create (its api_client.create_instance), which moves it to
+  the next offer; SkyPilot's failover does the same. Only a refusal no other offer can fix
+  stops at once: the key (401, or a 403 auth_error), the account's billing (`missing_billing`,
+  the error enum of manage_instance.yaml / stop_instance.yaml; a 402 or a message about credit,
+  balance or billing), a quota, and `no_ssh_key_for_vm` (create_instance.yaml's 400 enum: the
+  account has no SSH key).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +38,7 @@ class CreateResult:
     """What a create request did. `leftover`: an instance a failed create made anyway (destroy it)."""
 
     instance_id: int | None = None
-    outcome: str = "ok"            # ok | taken | invalid_price | refused
+    outcome: str = "ok"            # ok | taken | invalid_price | refused (this offer) | account (every offer)
     message: str = ""
     leftover: int | None = None
 
@@ -46,6 +54,15 @@ def response_message(resp) -> str:
     if isinstance(body, dict):
         return str(body.get("msg") or body.get("message") or body.get("detail") or body.get("error") or body)
     return str(body)
+
+
+ACCOUNT_ERRORS = {"missing_billing", "no_ssh_key_for_vm", "auth_error", "search_quota_exceeded"}
+_ACCOUNT_WORDS = re.compile(r"credit|balance|billing|payment|quota|insufficient funds|api key", re.I)
+
+
+def account_level(code: int | None, error: str | None, message: str) -> bool:
+    """A create refusal that no other offer would escape (see the module's notes)."""
+    return code in (401, 402) or (error or "") in ACCOUNT_ERRORS or bool(_ACCOUNT_WORDS.search(message or ""))
 
 
 def _json(resp) -> dict:
@@ -176,14 +193,17 @@ class VastApi:
                 return CreateResult(None, "taken", msg, leftover)
             if body.get("error") == "invalid_price":
                 return CreateResult(None, "invalid_price", msg, leftover)
-            return CreateResult(None, "refused", f"HTTP {code}: {msg}", leftover)
+            outcome = "account" if account_level(code, body.get("error"), msg) else "refused"
+            return CreateResult(None, outcome, f"HTTP {code}: {msg}", leftover)
         finally:
             self._last_create = time.monotonic()
         if not r.get("success", True) or not r.get("new_contract"):
+            msg = str(r.get("msg") or r.get("error"))
             outcome = "taken" if r.get("error") in ("no_such_ask", "ask_unavailable") else (
-                "invalid_price" if r.get("error") == "invalid_price" else "refused")
+                "invalid_price" if r.get("error") == "invalid_price" else
+                "account" if account_level(None, r.get("error"), msg) else "refused")
             # a success=false answer may still name the contract it made (dstack)
-            return CreateResult(None, outcome, str(r.get("msg") or r.get("error")), r.get("new_contract"))
+            return CreateResult(None, outcome, msg, r.get("new_contract"))
         return CreateResult(int(r["new_contract"]))
 
     def logs(self, iid: int) -> str:

@@ -31,9 +31,14 @@ _REFERENCE = re.compile(
 # "Building a Derived Image": "Vast.ai hosts already have our base layers cached, so only your
 # custom layers need to be downloaded"): renting one of them pulls next to nothing.
 VENDOR_NAMESPACE = "vastai/"
-# The vendor's TensorFlow image matching our pin (docker/thin.Dockerfile builds on the same
-# tag; tests/docker keeps the two equal): what `remote.python: overlay` runs on.
-VENDOR_TF_IMAGE = "vastai/tensorflow:2.21.0"
+# The vendor's TensorFlow image that `remote.python: overlay` runs on and docker/thin.Dockerfile
+# builds FROM (tests/docker keeps the two equal). A tag that exists: the vendor's tags are
+# `<tf>-cuda-<cuda>` (derivatives/tensorflow/README.build.md:12-13 builds TENSORFLOW_VERSION on
+# cuda-12.4.1); Docker Hub's vastai/tensorflow tag page as indexed by public search shows
+# `2.19.0-cuda-12.4.1`, `2.16.1-cuda-12.4.1` and `latest`, and public Dockerfiles build
+# `FROM vastai/tensorflow:2.19.0-cuda-12.4.1`. No `2.21.0` tag was found. `check` and `up` ask
+# the registry before renting, so a tag the vendor retires is a FIX line, not a failed pull.
+VENDOR_TF_IMAGE = "vastai/tensorflow:2.19.0-cuda-12.4.1"
 
 
 def is_vendor_image(image: str | None) -> bool:

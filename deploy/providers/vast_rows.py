@@ -13,7 +13,7 @@ from __future__ import annotations
 # also scans the provider's sources for row/offer reads that are not listed here).
 OFFER_FIELDS = {
     "id", "num_gpus", "gpu_name", "dph_total", "storage_total_cost", "storage_cost", "reliability",
-    "reliability2", "min_bid", "disk_space", "inet_down", "inet_down_cost", "cuda_max_good",
+    "reliability2", "min_bid", "disk_space", "inet_down", "inet_down_cost", "inet_up_cost", "cuda_max_good",
     "direct_port_count", "verification", "vericode", "dlperf_per_dphtotal", "geolocation",
     # the whole-job estimate (deploy/plan.py): speeds, cores and FLOPS of the offer
     "cpu_cores", "cpu_cores_effective", "total_flops", "disk_bw",
@@ -24,7 +24,7 @@ INSTANCE_FIELDS = {
     "ports", "ssh_host", "ssh_port",
 }
 CREATE_FIELDS = {"success", "new_contract", "error", "msg"}
-USER_FIELDS = {"balance", "email", "id"}
+USER_FIELDS = {"credit", "balance", "email", "id"}
 SSH_KEY_FIELDS = {"key"}
 
 # SKILL.md (vastai SDK): "If actual_status becomes exited, unknown, or offline it will never
@@ -80,8 +80,24 @@ def addresses(row: dict) -> list[tuple[str, int]]:
 
 
 def hourly_parts(row: dict, fallback_total: float = 0.0) -> tuple[float, float]:
-    """($/h for the GPUs, $/h for the disk): dph_total = dph_base + storage_total_cost
-    (show_instance.yaml's example: 1.0 + 0.00207 = 1.00207)."""
-    total = float(row.get("dph_total") or fallback_total or 0.0)
-    disk = float(row.get("storage_total_cost") or 0.0)
-    return max(0.0, total - disk), disk
+    """($/h for the GPUs while running, $/h for the disk as this row prices it now).
+
+    show_instance.yaml: dph_base "Base dollars per hour", storage_total_cost "Total storage cost"
+    (per hour), dph_total = dph_base + storage_total_cost (its example: 1.0 + 0.00207 = 1.00207).
+    The disk is what the row says at the time it is read, stopped or not (a stopped instance bills
+    only that: guides/reference/billing.mdx:81); the GPU part is dph_base, never dph_total minus a
+    disk price, so a stopped row whose total no longer includes the GPU cannot price the GPU at 0.
+    """
+    disk = _num(row.get("storage_total_cost"))
+    base = _num(row.get("dph_base"))
+    if base is None:
+        total = _num(row.get("dph_total")) or fallback_total or 0.0
+        base = total - (disk or 0.0)
+    return max(0.0, base), max(0.0, disk or 0.0)
+
+
+def _num(v) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None

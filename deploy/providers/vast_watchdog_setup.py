@@ -33,22 +33,22 @@ class WatchdogSetup:
         }
 
     def _watchdog_python_sh(self) -> str:
-        """sh setting $wpy: the first interpreter on the host that has the vastai SDK.
+        """sh setting $wpy: the first interpreter on the host that is Python >= 3.8.
 
-        The watchdog needs only `vastai`. With remote.python auto-venv or overlay, the venv
-        that sync builds has it (the `watchdog` extra), but `up` starts the watchdog before
-        any sync; Vast's own images carry the SDK in their Python; our image in python3.
+        The watchdog needs only the standard library, so any Python the image has will do:
+        the system one first (Vast's images: /usr/bin/python3 from python3-full, vast-ai/base-image
+        Dockerfile:153), then /venv/main's (a conda Python 3.10 by default, Dockerfile:331,355),
+        then the configured interpreter. $wpy stays empty when there is none.
         """
         from deploy.layout import Layout
-        from deploy.remote import q, rpath
+        from deploy.remote import q
 
-        ws = self.config.get("remote", {}).get("workspace", "/workspace")
-        venv_py = rpath(f"{ws.rstrip('/')}/venv/bin/python")
-        return (f"wpy=python3; for c in {venv_py} {q(Layout.host_python(self.config))} /venv/main/bin/python python3; "
-                f"do \"$c\" -c 'import vastai' >/dev/null 2>&1 && {{ wpy=$c; break; }}; done")
+        return (f"wpy=; for c in python3 /usr/bin/python3 /venv/main/bin/python {q(Layout.host_python(self.config))}; "
+                f"do \"$c\" -c 'import sys; sys.exit(sys.version_info < (3, 8))' >/dev/null 2>&1 && "
+                f"{{ wpy=$c; break; }}; done")
 
-    def _install_watchdog(self, host: Host) -> None:
-        """Copy deploy/watchdog.py to the instance and (re)start it detached.
+    def _install_watchdog(self, host: Host, quiet: bool = False) -> str:
+        """Copy deploy/watchdog.py to the instance and (re)start it detached; -> "OK", or why it is not running.
 
         It is one self-contained file: deploy/ is not synced to the instance, only trainer/.
         """
@@ -69,19 +69,46 @@ class WatchdogSetup:
                     raise UsageError(f"installing the watchdog on {host.host} failed: "
                                      f"{b''.join(out).decode(errors='replace').strip() or 'connection lost'}")
             # Start it, then wait (up to 15 s) for its first word: a watchdog that cannot work
-            # (no instance key, no vastai in the image) must be reported now, not discovered on the bill.
+            # (no instance key, no Python >= 3.8) must be reported now, not discovered on the bill.
             said = r.check(
                 f"cd {rpath(wd)} && {{ [ -f watchdog.pid ] && kill $(cat watchdog.pid) 2>/dev/null; true; }} && "
                 f"size=$(wc -c < watchdog.log 2>/dev/null || echo 0) && "
                 f"{self._watchdog_python_sh()}; "
+                f"if [ -z \"$wpy\" ]; then echo 'watchdog: no Python >= 3.8 on the host; exiting'; exit 0; fi; "
                 f"{{ nohup setsid \"$wpy\" watchdog.py --config config.json >> watchdog.log 2>&1 < /dev/null & }}; "
                 f"i=0; while [ $i -lt 150 ]; do new=$(tail -c +$((size + 1)) watchdog.log 2>/dev/null); "
                 f"case \"$new\" in *'watching instance'*) echo OK; exit 0;; *exiting*) printf '%s\\n' \"$new\" | tail -n 1; "
                 f"exit 0;; esac; sleep 0.1; i=$((i + 1)); done; echo 'no word from the watchdog after 15 s'",
                 "starting the watchdog").strip()
-        if said != "OK":
-            print(f"warning: the cost watchdog is not running on the instance ({said.split('watchdog: ', 1)[-1]}); "
-                  f"see {wd}/watchdog.log there", file=sys.stderr)
+        why = "OK" if said == "OK" else f"{said.split('watchdog: ', 1)[-1]}; see {wd}/watchdog.log there"
+        if why != "OK" and not quiet:
+            print(f"warning: the cost watchdog is not running on the instance ({why})", file=sys.stderr)
+        return why
+
+    def _watchdog_alive(self, host: Host) -> bool:
+        """Is the watchdog process `up` started still running on the instance (its pid, its command line)?"""
+        from deploy.remote import Remote, rpath
+
+        ws = self.config.get("remote", {}).get("workspace", "/workspace")
+        wd = rpath(f"{ws.rstrip('/')}/{WATCHDOG_DIR}")
+        with Remote(host, self.state.known_hosts).connect(retry_for=30, quiet=True) as r:
+            out = r.run(f"pid=$(cat {wd}/watchdog.pid 2>/dev/null); case \"$pid\" in ''|*[!0-9]*) exit 0;; esac; "
+                        f"tr '\\000' ' ' < /proc/$pid/cmdline 2>/dev/null | grep -q watchdog.py && echo alive").stdout
+        return out.strip() == "alive"
+
+    def ensure_watchdog(self) -> None:
+        """Before a run starts: the cost watchdog is alive, or is started now; no run trains without it."""
+        host = self.host()
+        if self._watchdog_alive(host):
+            return
+        print("the cost watchdog is not running on the instance: starting it", file=sys.stderr)
+        try:
+            why = self._install_watchdog(host, quiet=True)
+        except UsageError as exc:
+            why = str(exc)
+        if why != "OK":
+            raise UsageError(f"the cost watchdog cannot run on instance {self.vstate.get('instance_id')} ({why}): "
+                             f"no run starts without it (it stops the instance at max_hours, budget_usd or when idle)")
 
     def _touch_activity(self) -> None:
         """Tell the watchdog someone is using the instance (sync/fetch): its idle clock restarts."""

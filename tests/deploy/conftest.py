@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -196,6 +197,13 @@ class Vast:
         self.api_key = fake.api_key
         sshd.authorized_keys.write_text("")
         fake.authorized_keys_file = sshd.authorized_keys
+        # Every Vast.ai container carries its own key and id (vast-ai/docs guides/instances/
+        # docker-environment.mdx:112-113): the sshd hands the key to every session, so the watchdog
+        # that `up` installs really runs, and `start` (which needs it alive) can start runs.
+        fake.fixed_instance_key = "inst-" + secrets.token_hex(12)
+        with open(sshd.config_file, "a") as f:
+            f.write(f"SetEnv CONTAINER_API_KEY={fake.fixed_instance_key}\n")
+        sshd.restart()
         fake.ssh_direct = fake.ssh_proxy = (sshd.host, sshd.port)
         # The fake enforces the create endpoint's minimum interval (4.5 s in the spec); scaled
         # down here so tests stay fast, with our own spacing scaled to match.

@@ -27,7 +27,8 @@ block says which. Never from what deploy/ expects.
 - `POST /api/v0/instances/<id>/ssh/`  attach a public key (attach_ssh.yaml): appended to the test
                                       sshd's authorized_keys, so SSH only works once it is attached
 - `GET|POST /api/v0/ssh/`             account keys (show_ssh_keys.yaml: `id, user_id, key, ...`)
-- `GET  /api/v0/users/current/`       the account (show_user.yaml: `id, email, balance, ...`)
+- `GET  /api/v0/users/current/`       the account (show_user.yaml: `id, email, balance, ...`, and
+                                      `credit` as api-reference/authentication.mdx:61-69 shows the answer)
 
 Errors and limits (rate-limits-and-errors.mdx): 429 bodies are plain text, with no
 `Retry-After`; each endpoint has a minimum interval per identity (the spec files'
@@ -60,6 +61,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.deploy.background_http import serve, shutdown
 
 SPEC = Path(__file__).resolve().parent / "vast_spec"
 
@@ -191,7 +194,8 @@ class FakeVast:
         self.offers: dict[int, dict] = {}
         self.instances: dict[int, FakeInstance] = {}
         self.account_keys: list[dict] = []
-        self.balance = 25.0                      # show_user.yaml `balance`
+        self.credit = 25.0                       # the account's money: authentication.mdx's users/current `credit`
+        self.balance = None                      # show_user.yaml lists `balance` (no example value)
         self.requests: list[dict] = []   # {"method", "path", "body", "auth": user|instance|none|bad, "at"}
         self.create_bodies: list[dict] = []
         self.create_times: list[float] = []
@@ -209,6 +213,7 @@ class FakeVast:
         self.ssh_proxy: tuple[str, int] | None = None
         self.authorized_keys_file = None         # where an attached key must land for SSH to work
         self.fixed_instance_key = None           # CONTAINER_API_KEY for every instance (a test's sshd SetEnv's it)
+        self.refuse_instance_key = 0             # answer this many next instance-key requests 401 (a key not yet valid)
         self.keep_live = False                   # a test that means to leave an instance rented sets this
         self._ids = itertools.count(4_000_001)
         self._offer_ids = itertools.count(9_000_001)
@@ -282,16 +287,12 @@ class FakeVast:
             pass
 
         Handler.fake = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shutdown(self._server)
+        self._server = None
 
     # -- the instance row, as GET /api/v0/instances/<id>/ returns it ------------------------
     def _resume(self, inst: FakeInstance) -> None:
@@ -400,6 +401,9 @@ class FakeVast:
             return "user", None, token
         for inst in self.instances.values():
             if token == inst.api_key and not inst.destroyed:
+                if self.refuse_instance_key > 0:
+                    self.refuse_instance_key -= 1
+                    return "bad", None, token
                 return "instance", inst.id, token
         return "bad", None, token
 
@@ -475,7 +479,9 @@ class FakeVast:
             return self._list(query)
         if method == "GET" and parts == ["api", "v0", "users", "current"]:
             user = spec_example("show_user.json")
-            user.update(id=1234, key_id=5678, email="user@example.com", balance=self.balance, ssh_key=None, sid=None)
+            user.update(spec_example("users_current.authentication.json"))
+            user.update(id=1234, key_id=5678, email="user@example.com", balance=self.balance, credit=self.credit,
+                        ssh_key=None, sid=None)
             return 200, user, {}
         if method == "PUT" and parts[:4] == ["api", "v0", "instances", "bid_price"] and len(parts) == 5:
             return self._change_bid(int(parts[4]), body)

@@ -22,11 +22,12 @@ def _lines(r, level: str) -> list[str]:
 
 def test_check_passes_a_good_setup_and_rents_nothing(vast):
     vast.fake.add_offer()
+    vast.fake.balance = 0.0  # a funded account can read balance 0: its money is `credit` (authentication.mdx)
     r = vast.run("check")
     assert r.returncode == 0, out(r)
     for what in ("API key", "credit", "SSH key", "image", "offers"):
         assert any(what in ln for ln in _lines(r, "ok")), (what, r.stdout)
-    assert "$25.00" in r.stdout  # the account's balance (show_user.yaml `balance`)
+    assert any("credit $25.00 (balance $0.00)" in ln for ln in _lines(r, "ok")), r.stdout
     assert not _lines(r, "FIX") and vast.api_key not in out(r)
     assert not vast.fake.create_bodies and not vast.fake.instances
     assert {q["method"] for q in vast.fake.requests} <= {"GET", "POST"}  # reads and searches only
@@ -36,7 +37,7 @@ def test_check_passes_a_good_setup_and_rents_nothing(vast):
 
 def test_check_names_each_misconfiguration_in_one_line(vast, tmp_path):
     vast.fake.add_offer(dph_base=2.4)  # above max_price_per_hour 2.0
-    vast.fake.balance = 0.0
+    vast.fake.credit = 0.0
     vast.set(image="ghcr.io/someone/violence-trainer:1.0")
     vast.project.write_config(ssh={"identity_file": str(tmp_path / "no-such-key")})
     r = vast.run("check")
@@ -142,20 +143,76 @@ def test_check_warns_of_a_large_image_pull_and_names_the_image_free_way(vast):
     r = vast.run("check")
     assert r.returncode == 0, out(r)  # a warning, not a fix: it works, it costs
     warn = [ln for ln in _lines(r, "warn") if "6.8 GB" in ln]
-    assert warn and "vastai/tensorflow:2.21.0" in warn[0] and "overlay" in warn[0] and "image-thin" in warn[0], r.stdout
+    assert warn and "vastai/tensorflow:2.19.0-cuda-12.4.1" in warn[0] and "overlay" in warn[0] and \
+        "image-thin" in warn[0], r.stdout
     vast.set(image_gb=0.3)
     small = vast.run("check")
     assert not [ln for ln in _lines(small, "warn") if "pulls" in ln]
     assert any("pulls 0.3 GB" in ln for ln in _lines(small, "ok")), small.stdout
 
 
-def test_check_wants_overlay_with_the_vendor_tensorflow_image(vast):
+def test_check_wants_overlay_with_the_vendor_tensorflow_image(vast, hub):
     vast.fake.add_offer()
-    vast.set(image="vastai/tensorflow:2.21.0")
+    vast.set(image="vastai/tensorflow:2.19.0-cuda-12.4.1", image_gb=None)
     r = vast.run("check")  # remote.python is the test interpreter: TensorFlow in /venv/main goes unused
     assert r.returncode == 2
     assert any("/venv/main" in ln and "remote.python: overlay" in ln for ln in _lines(r, "FIX")), r.stdout
     vast.project.write_config(remote={"python": "overlay"})
     r = vast.run("check")
     assert r.returncode == 0, out(r)
-    assert any("vastai/tensorflow:2.21.0" in ln and "cached" in ln for ln in _lines(r, "ok")), r.stdout
+    ok = _lines(r, "ok")
+    assert any("vastai/tensorflow:2.19.0-cuda-12.4.1 exists" in ln for ln in ok), r.stdout
+    # the pull counts the TensorFlow layers only: the vastai/base-image layers under them are cached
+    assert any(f"pulls {hub.tf_bytes / 1e9:.1f} GB" in ln and "2 of 4 layers" in ln for ln in ok), r.stdout
+
+
+# -- the image's registry, asked for real (Debian's docker-registry on 127.0.0.1) -------------------------
+@pytest.fixture
+def hub(tmp_path, vast):
+    """A registry standing in for Docker Hub (DEPLOY_REGISTRY_MAP docker.io=...), holding the vendor's
+    public tags: vastai/base-image under vastai/tensorflow, as derivatives/tensorflow builds them."""
+    from tests.deploy.registry_server import RegistryServer, push_image
+
+    reg = RegistryServer(tmp_path / "hub").start()
+    base = [os.urandom(40_000), os.urandom(50_000)]
+    push_image(reg.url, "vastai/base-image", "cuda-12.4.1-cudnn-devel-ubuntu22.04", base)
+    tf_layers = [os.urandom(60_000), os.urandom(1_000)]
+    for tag in ("2.19.0-cuda-12.4.1", "2.16.1-cuda-12.4.1", "latest"):
+        push_image(reg.url, "vastai/tensorflow", tag, base + tf_layers, index=True)
+    push_image(reg.url, "you/violence-trainer", "1.0", [os.urandom(300_000)])
+    reg.tf_bytes = sum(len(b) for b in tf_layers)
+    old = vast.project.env
+    vast.project.env = lambda extra=None: {**old(extra), "DEPLOY_REGISTRY_MAP": f"docker.io={reg.host}"}
+    yield reg
+    reg.stop()
+
+
+def test_check_names_a_missing_tag_and_the_tags_that_exist(vast, hub):
+    vast.fake.add_offer()
+    vast.project.write_config(remote={"python": "overlay"})
+    vast.set(image="vastai/tensorflow:2.21.0")  # what the README recommended: no such tag on Docker Hub
+    r = vast.run("check")
+    assert r.returncode == 2, out(r)
+    fix = [ln for ln in _lines(r, "FIX") if "image" in ln]
+    assert fix and "no tag '2.21.0'" in fix[0], r.stdout
+    assert "vastai/tensorflow:2.19.0-cuda-12.4.1, vastai/tensorflow:2.16.1-cuda-12.4.1" in fix[0], fix[0]
+    assert not vast.fake.instances
+
+
+def test_check_reads_an_existing_images_size_from_its_registry(vast, hub):
+    vast.fake.add_offer()
+    vast.set(image="you/violence-trainer:1.0", image_gb=None)
+    r = vast.run("check")
+    assert r.returncode == 0, out(r)
+    assert any("you/violence-trainer:1.0 exists" in ln and "0.00 GB" in ln for ln in _lines(r, "ok")), r.stdout
+    assert any("pulls 0.0 GB" in ln and "registry manifest" in ln for ln in _lines(r, "ok")), r.stdout
+
+
+def test_up_refuses_a_missing_tag_before_renting(vast, hub):
+    vast.fake.add_offer()
+    vast.set(image="you/violence-trainer:2.0")
+    r = vast.run("up")
+    assert r.returncode == 2, out(r)
+    last = r.stderr.strip().splitlines()[-1]
+    assert "no tag '2.0'" in last and "you/violence-trainer:1.0" in last and "nothing was rented" in last
+    assert not vast.fake.create_bodies and not vast.fake.instances

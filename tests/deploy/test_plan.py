@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from deploy import plan, plan_config, plan_report, plan_sizes
+from deploy import plan, plan_config, plan_report
 
 
 def spec_offer(**over) -> dict:
@@ -78,6 +78,32 @@ def test_the_breakdown_sums_to_the_total_and_the_cost_is_price_times_hours():
         est = plan.estimate(offer, seedlike_job(upload_gb=12))
         assert sum(est["phases"].values()) == pytest.approx(est["job_hours"], abs=1e-3)
         assert est["job_cost_usd"] == pytest.approx(offer["dph_total"] * est["job_hours"], abs=0.01)
+
+
+def test_bandwidth_is_billed_both_ways():
+    """billing.mdx:83: bandwidth "for every byte sent or received": the dataset and image in at
+    inet_down_cost, the fetched results out at inet_up_cost ($/GB, the offer row's fields)."""
+    job = seedlike_job(upload_gb=10, image_gb=2)
+    down_only = plan.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=0.0), job)
+    both = plan.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=2.0), job)
+    assert down_only["bandwidth_usd"] == pytest.approx(12 * 0.01, abs=0.005)
+    out_gb = job.result_bytes() / 1e9
+    assert 0.02 < out_gb < 1  # best_model.keras (weights + Adam's moments) and the small results
+    assert both["bandwidth_usd"] == pytest.approx(12 * 0.01 + out_gb * 2.0, abs=0.005)
+    assert both["job_cost_usd"] - down_only["job_cost_usd"] == pytest.approx(out_gb * 2.0, abs=0.01)
+
+
+def test_a_stopped_rows_prices_are_read_as_the_row_says_them():
+    """show_instance.yaml: dph_base is the GPU's $/h, storage_total_cost the disk's; a stopped row whose
+    dph_total no longer carries the GPU must not price the GPU at 0 (or the disk at the GPU's rate)."""
+    from deploy.providers import vast_rows
+
+    running = {"dph_base": 1.0, "dph_total": 1.0020740740740741, "storage_total_cost": 0.002074074074074074}
+    assert vast_rows.hourly_parts(running) == pytest.approx((1.0, 0.002074074074074074))
+    stopped = {**running, "dph_total": 0.002074074074074074, "intended_status": "stopped"}
+    assert vast_rows.hourly_parts(stopped) == pytest.approx((1.0, 0.002074074074074074))
+    no_base = {"dph_total": 0.5, "storage_total_cost": 0.1}
+    assert vast_rows.hourly_parts(no_base) == pytest.approx((0.4, 0.1))
 
 
 def test_upload_goes_through_the_slower_of_the_two_pipes():
@@ -172,35 +198,6 @@ def test_kaggle_size_comes_from_the_dataset_view(http_server):
     job = plan_config.job_from_config(cfg, env={"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k",
                                          "DEPLOY_KAGGLE_API": f"http://{addr}/api/v1"})
     assert job.download_bytes == 987_654_321
-
-
-def test_image_size_from_a_registry_manifest_with_token_auth(http_server):
-    """Docker Registry v2: 401 + Bearer challenge -> anonymous token -> index -> amd64 manifest layers."""
-    server, addr = http_server
-    index = {"manifests": [{"digest": "sha256:arm", "platform": {"architecture": "arm64", "os": "linux"}},
-                           {"digest": "sha256:amd", "platform": {"architecture": "amd64", "os": "linux"}}]}
-    amd = {"layers": [{"size": 1_000_000_000}, {"size": 234_567_890}]}
-
-    def guarded(payload):
-        def answer(h):
-            if h.headers.get("Authorization") != "Bearer tok":
-                return 401, {"WWW-Authenticate": f'Bearer realm="http://{addr}/token",service="reg",'
-                                                 f'scope="repository:team/img:pull"'}, b""
-            return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
-        return answer
-
-    _Handler.routes = {"/v2/team/img/manifests/1.0": (0, {}, guarded(index)),
-                       "/v2/team/img/manifests/sha256:amd": (0, {}, guarded(amd)),
-                       "/token": (200, {}, json.dumps({"token": "tok"}).encode())}
-    assert plan_sizes.image_compressed_bytes(f"{addr}/team/img:1.0", scheme="http") == 1_234_567_890
-
-
-def test_image_names_parse_like_docker():
-    assert plan_sizes.parse_image("ubuntu") == ("registry-1.docker.io", "library/ubuntu", "latest")
-    assert plan_sizes.parse_image("me/trainer:2") == ("registry-1.docker.io", "me/trainer", "2")
-    assert plan_sizes.parse_image("ghcr.io/me/t:1.0") == ("ghcr.io", "me/t", "1.0")
-    assert plan_sizes.parse_image("localhost:5000/t") == ("localhost:5000", "t", "latest")
-    assert plan_sizes.image_compressed_bytes("registry.example/violence-trainer:1.0") is None  # never looked up
 
 
 def test_run_times_from_the_run_scripts_own_lines():

@@ -17,11 +17,7 @@ from tests.deploy.conftest import out
 
 @pytest.mark.slow
 def test_deploy_logs_idle_stop_fetch_destroy_leaves_nothing_rented(vast, fake_trainer):
-    fake, sshd = vast.fake, vast.sshd
-    fake.fixed_instance_key = "inst-e2e-container-key"
-    with open(sshd.config_file, "a") as f:
-        f.write(f"SetEnv CONTAINER_API_KEY={fake.fixed_instance_key}\n")
-    sshd.restart()
+    fake = vast.fake  # the fixture's sshd hands every session the instance's key (CONTAINER_API_KEY)
     fake.add_offer(dph_base=0.9)
     vast.set(idle_grace_minutes=0.15, watchdog_poll_seconds=0.3)
     fake_trainer.behave(lines=4, delay=0.3)

@@ -32,11 +32,7 @@ def test_down_force_records_the_results_as_given_up(vast, fake_trainer):
 
 
 def test_status_shows_the_watchdog_its_next_stop_and_when_it_is_dead(vast):
-    fake, sshd = vast.fake, vast.sshd
-    fake.fixed_instance_key = "inst-status-key"
-    with open(sshd.config_file, "a") as f:
-        f.write(f"SetEnv CONTAINER_API_KEY={fake.fixed_instance_key}\n")
-    sshd.restart()
+    fake = vast.fake  # the fixture's sshd hands every session the instance's key (CONTAINER_API_KEY)
     fake.add_offer()
     vast.set(idle_grace_minutes=30, watchdog_poll_seconds=0.2)
     try:
@@ -86,3 +82,70 @@ def test_a_vast_api_5xx_is_one_line(vast, status):
         assert f"HTTP {status}" in line and "again" in line, line
         assert vast.api_key not in out(r)
     assert not fake.live_instances()
+
+
+def test_start_restarts_a_dead_watchdog_and_no_run_starts_without_one(vast, fake_trainer):
+    """The watchdog `up` started can die (killed, OOM, a container restart without onstart): `start`
+    starts it again, and refuses to train where it cannot run."""
+    vast.fake.add_offer()
+    fake_trainer.behave(lines=50, delay=0.1)
+    try:
+        _restart_then_refuse(vast)
+    finally:
+        wd = vast.project.workspace / ".watchdog"
+        if wd.is_file():
+            wd.unlink()
+        vast.run("down", "--force")
+
+
+def _restart_then_refuse(vast):
+    import os
+    import shutil
+    import signal
+    import time
+
+    for cmd in ("up", "sync"):
+        r = vast.run(cmd)
+        assert r.returncode == 0, (cmd, out(r))
+    wd = vast.project.workspace / ".watchdog"
+    os.kill(int((wd / "watchdog.pid").read_text()), signal.SIGKILL)
+    time.sleep(0.3)
+    r = vast.run("start")
+    assert r.returncode == 0, out(r)
+    assert "watchdog is not running on the instance: starting it" in r.stderr
+    info = json.loads(vast.run("status", "--json").stdout)
+    assert info["watchdog"]["running"] is True, info["watchdog"]
+    vast.run("stop")
+
+    # a watchdog that cannot be installed: no run starts
+    os.kill(int((wd / "watchdog.pid").read_text()), signal.SIGKILL)
+    time.sleep(0.3)
+    shutil.rmtree(wd)
+    wd.write_text("not a folder")  # mkdir -p .watchdog fails on the host
+    runs_before = set(vast.state().get("runs") or {})
+    r = vast.run("start")
+    assert r.returncode == 2 and "no run starts without it" in r.stderr, out(r)
+    assert len(r.stderr.strip().splitlines()[-1]) < 400 and "Traceback" not in r.stderr
+    assert set(vast.state().get("runs") or {}) == runs_before
+
+
+def test_status_shows_a_refused_instance_key(vast):
+    vast.fake.add_offer()
+    vast.fake.refuse_instance_key = 10_000  # every call the watchdog makes with CONTAINER_API_KEY: 401
+    try:
+        r = vast.run("up")
+        assert r.returncode == 0, out(r)
+        import time
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            table = vast.run("status")
+            if "watchdog API" in table.stdout:
+                break
+            time.sleep(0.5)
+        assert "watchdog API" in table.stdout and "401" in table.stdout, table.stdout
+        assert "running (pid" in table.stdout  # refused, not gone: it keeps watching
+        info = json.loads(vast.run("status", "--json").stdout)["watchdog"]
+        assert info["api"]["ok"] is False and info["api"]["status"] == 401
+    finally:
+        vast.run("down", "--force")

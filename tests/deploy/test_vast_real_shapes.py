@@ -59,6 +59,8 @@ def test_a_bid_below_the_moved_minimum_is_created_stopped_and_destroyed(vast):
     r = vast.run("up")
     assert r.returncode == 0, out(r)
     assert "invalid_price" in r.stderr or "refused the price" in r.stderr
+    # create_instance.yaml:96-98: cancel_unavail applies to on-demand creates; an interruptible one says false
+    assert vast.fake.create_bodies and all(b["cancel_unavail"] is False for b in vast.fake.create_bodies)
     assert all(i.destroyed for i in vast.fake.instances.values() if i.offer["id"] == moved["id"])
     assert [i.offer["id"] for i in vast.fake.live_instances()] == [ok["id"]]
     assert vast.run("down", "--force").returncode == 0
@@ -69,6 +71,43 @@ def test_a_refused_create_that_made_an_instance_leaves_nothing_rented(vast):
     r = vast.run("up")
     assert r.returncode == 2 and "nothing is rented" in r.stderr.splitlines()[-1], out(r)
     assert not vast.fake.live_instances()
+
+
+@pytest.mark.parametrize("error", [(403, "invalid_args", True), (400, "invalid_args", False), (500, "server_error", True)])
+def test_a_create_refused_for_the_offer_moves_on_to_the_next(vast, error):
+    """dstack turns any failed create into NoCapacityError and tries the next offer (api_client.py
+    create_instance); the 403's msg in create_instance.yaml is "Offer ... is not your own"."""
+    bad = vast.fake.add_offer(dph_base=0.5, _create_error=error)
+    good = vast.fake.add_offer(dph_base=0.7)
+    r = vast.run("up")
+    assert r.returncode == 0, out(r)
+    assert f"offer {bad['id']}: Vast.ai refused the create" in r.stderr
+    assert all(i.destroyed for i in vast.fake.instances.values() if i.offer["id"] == bad["id"])
+    assert [i.offer["id"] for i in vast.fake.live_instances()] == [good["id"]]
+    assert all(b["cancel_unavail"] is True for b in vast.fake.create_bodies)  # on-demand
+    assert vast.run("down", "--force").returncode == 0
+
+
+def test_refused_creates_stop_at_max_attempts(vast):
+    for price in (0.5, 0.6, 0.7):
+        vast.fake.add_offer(dph_base=price, _create_error=(400, "invalid_args", True))
+    vast.set(max_attempts=2)
+    r = vast.run("up")
+    assert r.returncode == 2 and "after 2 attempt(s)" in r.stderr and "nothing is rented" in r.stderr, out(r)
+    assert len(vast.fake.create_bodies) == 2 and not vast.fake.live_instances()
+
+
+@pytest.mark.parametrize("error", [(400, "missing_billing", False), (400, "no_ssh_key_for_vm", False)])
+def test_an_account_level_refusal_stops_at_once_in_one_line(vast, error):
+    """missing_billing: the error enum of manage_instance.yaml / stop_instance.yaml; no_ssh_key_for_vm:
+    create_instance.yaml's 400 enum. No other offer would be accepted: `up` stops after one create."""
+    for price in (0.5, 0.6):
+        vast.fake.add_offer(dph_base=price, _create_error=error)
+    r = vast.run("up")
+    assert r.returncode == 2, out(r)
+    assert len(vast.fake.create_bodies) == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert error[1] in last and "this account" in last and "nothing is rented" in last and "Traceback" not in r.stderr
 
 
 def test_created_with_an_oci_error_fails_fast_instead_of_waiting_the_timeout(vast):

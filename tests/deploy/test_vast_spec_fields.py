@@ -24,7 +24,7 @@ CREATE = {k for body in spec_example("create_instance.responses.json").values() 
 # dstack's api_client reads `new_contract` from a failed create's body (SOURCES.md); the
 # spec's 200 example has it, its error examples do not list it.
 CREATE_ERROR_EXTRA = {"new_contract"}
-USER = set(spec_example("show_user.json"))
+USER = set(spec_example("show_user.json")) | set(spec_example("users_current.authentication.json"))
 SSH_KEY = set(spec_example("show_ssh_keys.key.json"))
 
 
@@ -32,7 +32,7 @@ SSH_KEY = set(spec_example("show_ssh_keys.key.json"))
     (vast_rows.OFFER_FIELDS, OFFER, "search_offers.yaml offer row"),
     (vast_rows.INSTANCE_FIELDS, INSTANCE, "show_instance(s).yaml instance row"),
     (vast_rows.CREATE_FIELDS, CREATE | CREATE_ERROR_EXTRA, "create_instance.yaml responses"),
-    (vast_rows.USER_FIELDS, USER, "show_user.yaml"),
+    (vast_rows.USER_FIELDS, USER, "show_user.yaml / authentication.mdx"),
     (vast_rows.SSH_KEY_FIELDS, SSH_KEY, "show_ssh_keys.yaml"),
 ])
 def test_every_field_the_provider_reads_is_in_the_spec_example(read, example, name):

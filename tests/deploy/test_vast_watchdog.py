@@ -107,7 +107,8 @@ def test_a_running_training_and_a_recent_fetch_keep_it_running(fake_vast, instan
     assert fake_vast._status(fake_vast.instances[iid])[1] == "running"  # never asked to stop
     status = json.loads((home / "status.json").read_text())
     assert status["runs"] == {"r1": "ended"} and status["idle_seconds"] < 60
-    assert not fake_vast.requests_by("instance")
+    assert not [q for q in fake_vast.requests_by("instance") if q["method"] != "GET"]  # it only checked its key
+    assert status["api"]["ok"] is True
 
 
 def test_instance_key_cannot_touch_other_instances(fake_vast, instance):
@@ -183,7 +184,7 @@ def test_a_host_side_download_or_venv_build_is_activity(fake_vast, instance, tmp
         assert r.returncode == 0, r.stdout + r.stderr
         assert fake_vast._status(fake_vast.instances[iid])[1] == "running", (what, r.stdout)
         assert what in json.loads((home / "status.json").read_text())["activity"]
-    assert not fake_vast.requests_by("instance")
+    assert not [q for q in fake_vast.requests_by("instance") if q["method"] != "GET"]
 
 
 def interrupted_run(home: Path, name: str = "r1") -> Path:
@@ -237,3 +238,110 @@ def test_status_json_says_which_rule_stops_it_and_when(fake_vast, instance, tmp_
     assert status["will_stop"]["rule"] == "idle_grace_minutes"
     assert t0 + 9 * 60 < status["will_stop"]["at"] < t0 + 11 * 60
     assert status["pid"] > 0 and status["at"] >= t0 and status["last_stop_attempt"] is None
+
+
+# -- issue 20: a watchdog that needs nothing; issue 23 item 8: it validates its state ---------------
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: no vastai, like every Python of Vast's TensorFlow image
+
+
+def test_it_runs_on_a_python_without_the_vastai_sdk(fake_vast, instance, tmp_path):
+    """vast-ai/base-image installs no vastai package in any Python (Dockerfile:283-293: the CLI is a git
+    clone run as /opt/instance-tools/bin/vastai); the watchdog exited there and the guards were off."""
+    assert subprocess.run([SYSTEM_PYTHON, "-c", "import vastai"], capture_output=True).returncode != 0
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid)
+    ended_run(home)
+    r = subprocess.run([SYSTEM_PYTHON, str(WATCHDOG), "--config", str(home / "config.json")],
+                       env={"PATH": "/usr/bin:/bin", **creds(fake_vast, iid, key)}, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert fake_vast._status(fake_vast.instances[iid])[1] == "stopped"
+    stop = [q for q in fake_vast.requests_by("instance") if q["method"] == "PUT"]
+    assert stop and stop[-1]["path"] == f"/api/v0/instances/{iid}/" and stop[-1]["body"] == {"state": "stopped"}
+
+
+def test_a_refused_key_is_retried_with_backoff_and_shown_never_taken_for_a_gone_instance(fake_vast, instance,
+                                                                                        tmp_path):
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid, poll_seconds=0.1, idle_grace_minutes=0)
+    ended_run(home)
+    fake_vast.refuse_instance_key = 3  # the next 3 requests with the instance key answer 401
+    r = run_watchdog(home, creds(fake_vast, iid, key), 60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert fake_vast._status(fake_vast.instances[iid])[1] == "stopped"  # it kept trying, and it worked
+    assert "401" in r.stdout and "no longer exists" not in r.stdout
+    times = [q["at"] for q in fake_vast.requests_by("bad")]
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[1] > gaps[0] * 1.3 and gaps[0] >= 0.19, gaps  # backing off (0.2 s, 0.4 s), not at the poll rate
+
+
+def test_status_json_shows_a_refused_key(fake_vast, instance, tmp_path):
+    iid, key = instance
+    home = setup_watch(tmp_path, fake_vast, iid, idle_grace_minutes=10)
+    fake_vast.refuse_instance_key = 100
+    r = run_watchdog(home, creds(fake_vast, iid, key), 60, "--once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    api = json.loads((home / "status.json").read_text())["api"]
+    assert api["ok"] is False and "401" in api["error"] and api["retry_at"] > api["at"]
+
+
+def watch_while_training(home: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run the watchdog while a run (as deploy/start.py's run.sh looks to /proc) trains."""
+    run = home.parent / "runs" / "r2"
+    run.mkdir()
+    trainer = subprocess.Popen(["sh", "-c", "sleep 60", str(run / "run.sh"), RUN_MARK])
+    try:
+        (run / "pid").write_text(str(trainer.pid))
+        return run_watchdog(home, env)
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
+@pytest.mark.parametrize("state", ["null", "[]", '"x"', '{"run_seconds": "12h"}', '{"run_seconds": NaN}',
+                                   '{"run_seconds": Infinity}', '{"run_seconds": -5}', '{"run_seconds": true}'])
+def test_a_wrong_state_file_never_stops_the_watchdog_and_the_caps_still_fire(fake_vast, instance, tmp_path, state):
+    iid, key = instance
+    # rented since the epoch: whatever state.json says, the billed time is far past max_hours
+    home = setup_watch(tmp_path, fake_vast, iid, max_hours=0.5, rented_since=1.0, idle_grace_minutes=60)
+    (home / "state.json").write_text(state)
+    r = watch_while_training(home, creds(fake_vast, iid, key))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "state.json" in r.stdout  # it says it ignored what it could not use
+    assert "max_hours" in json.loads((home / "stopped.json").read_text())["reason"]
+    assert fake_vast._status(fake_vast.instances[iid])[1] == "stopped"
+
+
+@pytest.mark.parametrize("bad", [{"max_hours": float("nan")}, {"max_hours": "12"}, {"budget_usd": -1},
+                                 {"idle_grace_minutes": None}, {"price_per_hour": "x"}])
+def test_a_wrong_config_value_is_said_and_the_valid_caps_still_fire(fake_vast, instance, tmp_path, bad):
+    iid, key = instance
+    cfg = {"max_hours": 0.5, "budget_usd": 30, "rented_since": 1.0, "idle_grace_minutes": 60, **bad}
+    if "max_hours" in bad:
+        cfg["budget_usd"] = 0.01  # the valid cap that must still fire
+    home = setup_watch(tmp_path, fake_vast, iid, **cfg)
+    r = watch_while_training(home, creds(fake_vast, iid, key))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "config.json" in r.stdout and next(iter(bad)) in r.stdout
+    assert fake_vast._status(fake_vast.instances[iid])[1] == "stopped"
+
+
+def test_the_watchdog_source_is_python_3_8_and_standard_library_only():
+    """It runs on whatever Python the image has (Vast's: /usr/bin/python3 of Ubuntu 22.04, 3.10, and a conda
+    3.10 in /venv/main; base-image README: any of 3.7-3.14 by tag): no third-party import, no syntax or
+    builtin API newer than 3.8."""
+    import ast
+
+    from tests.deploy.py38 import newer_than_38
+
+    for path in (WATCHDOG, WATCHDOG.parent / "runstate.py"):
+        src = path.read_text()
+        tree = ast.parse(src, feature_version=(3, 8))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    top = name.split(".")[0]
+                    assert top in sys.stdlib_module_names or top in ("runstate", "deploy", "__future__"), (path, name)
+        assert newer_than_38(tree) == [], path

@@ -43,6 +43,11 @@ def main(docs: str) -> None:
     keys = load("show_ssh_keys.yaml")
     path = next(iter(keys["paths"].values()))["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     out["show_ssh_keys.key.json"] = props_example(path["items"])
+    # api-reference/authentication.mdx, "Verify Your Key": the users/current answer as the docs show it
+    # (it has `credit`, the account's money; the OpenAPI file lists `balance`).
+    auth = (Path(docs) / "api-reference" / "authentication.mdx").read_text()
+    block = auth.split("A successful response includes", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    out["users_current.authentication.json"] = json.loads(block)
     for name, data in out.items():
         (HERE / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         print(f"wrote {name}: {len(data)} fields")
