@@ -201,8 +201,7 @@ class Vast:
         # docker-environment.mdx:112-113): the sshd hands the key to every session, so the watchdog
         # that `up` installs really runs, and `start` (which needs it alive) can start runs.
         fake.fixed_instance_key = "inst-" + secrets.token_hex(12)
-        with open(sshd.config_file, "a") as f:
-            f.write(f"SetEnv CONTAINER_API_KEY={fake.fixed_instance_key}\n")
+        sshd.set_env(CONTAINER_API_KEY=fake.fixed_instance_key)
         sshd.restart()
         fake.ssh_direct = fake.ssh_proxy = (sshd.host, sshd.port)
         # The fake enforces the create endpoint's minimum interval (4.5 s in the spec); scaled

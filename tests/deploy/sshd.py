@@ -72,6 +72,10 @@ class SshServer:
         self.log_file = self.root / "sshd.log"
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        # Every session's extra environment. sshd takes only the FIRST SetEnv line of its config
+        # (sshd_config(5): "the first obtained value will be used"), so all of it goes on one line:
+        # change it with set_env(), never by appending a second SetEnv.
+        self.session_env: dict[str, str] = {}
 
         _keygen(self.host_key, "test-host")
         _keygen(Path(self.identity_file), "test-user")
@@ -100,7 +104,15 @@ class SshServer:
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
         ]
+        if self.session_env:
+            lines.append("SetEnv " + " ".join(f'"{k}={v}"' for k, v in self.session_env.items()))
         self.config_file.write_text("\n".join(lines) + "\n")
+
+    def set_env(self, **env: str) -> None:
+        """Add variables to every SSH session's environment (as Vast.ai's containers carry theirs);
+        takes effect at the next (re)start."""
+        self.session_env.update(env)
+        self._write_config()
 
     def deploy_ssh_config(self) -> dict:
         """The `ssh:` section of configs/deploy.yaml that reaches this server."""

@@ -70,8 +70,7 @@ def _environ_of_trainer(run_dir: Path) -> bytes | None:
 
 def test_the_training_run_does_not_inherit_the_instance_key(project, fake_trainer):
     sshd = project.server
-    with open(sshd.config_file, "a") as f:  # as Vast.ai's sessions carry it
-        f.write("SetEnv CONTAINER_API_KEY=inst-secret-key\n")
+    sshd.set_env(CONTAINER_API_KEY="inst-secret-key")  # as Vast.ai's sessions carry it
     sshd.restart()
     fake_trainer.behave(lines=100, delay=0.1)
     for cmd in ("up", "sync", "start"):

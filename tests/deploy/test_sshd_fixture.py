@@ -20,6 +20,17 @@ def test_login_runs_a_command(sshd, tmp_path):
     assert r.stdout.strip() == "hello-from-sshd"
 
 
+def test_every_variable_set_reaches_the_session(sshd, tmp_path):
+    """sshd takes only the first SetEnv line: a second one (say CONTAINER_API_KEY after the
+    watch tests' PATH) was silently dropped, and the watchdog found no instance key."""
+    sshd.set_env(FIRST_VAR="one")
+    sshd.set_env(SECOND_VAR="two words")
+    sshd.restart()
+    r = _ssh(sshd, tmp_path / "kh", "echo", "$FIRST_VAR/$SECOND_VAR")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "one/two words"
+
+
 def test_refuse_then_come_back_on_same_port(sshd, tmp_path):
     port = sshd.port
     t = sshd.refuse_for(1.0)

@@ -32,12 +32,12 @@ class ForwardingSshServer(SshServer):
         self.bin_dir = Path(root) / "bin on path"
         self.bin_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(root)
+        self.set_env(PATH=f"{self.bin_dir}:/usr/local/bin:/usr/bin:/bin")
 
     def _write_config(self) -> None:
         super()._write_config()
         text = self.config_file.read_text()
         text = text.replace("AllowTcpForwarding no", f"AllowTcpForwarding {'local' if self.forwarding else 'no'}")
-        text += f'SetEnv "PATH={self.bin_dir}:/usr/local/bin:/usr/bin:/bin"\n'
         self.config_file.write_text(text)
 
     def apply(self) -> None:
