@@ -69,11 +69,17 @@ def source_url() -> str:
     return re.sub(r"//[^/@]+@", "//", url) if out.returncode == 0 and url else "unknown"
 
 
+REQUEST_TIMEOUT_S = 900
+
+
 def docker_client():
     import docker  # the SDK; imported here so `--help` works without it
 
     try:
-        client = docker.from_env()
+        # Under the vfs storage driver (where overlayfs cannot run) creating a container copies the
+        # whole image, gigabytes, and the engine answers only when done: the SDK's 60 s request
+        # timeout failed `make local-run` on a busy disk while the engine was still working.
+        client = docker.from_env(timeout=REQUEST_TIMEOUT_S)
         client.ping()
     except Exception as exc:  # DockerException, requests errors, PermissionError: all mean "no engine"
         raise BuildError(f"no Docker engine answers ({type(exc).__name__}: "

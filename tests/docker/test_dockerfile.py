@@ -228,6 +228,14 @@ def test_a_trainer_change_rebuilds_only_the_last_layer(engine, tmp_path):
             pass
 
 
+def test_the_tools_docker_client_waits_for_a_slow_engine(engine):
+    """local_run/smoke create containers through image_build.docker_client(): under vfs a create
+    copies the whole image before the engine answers, and the SDK's 60 s default timed out
+    (`make local-run` failed in CI while another image was being built)."""
+    client = image_build.docker_client()
+    assert client.api.timeout >= 600
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_local_run_trains_on_a_mounted_dataset_with_the_checkouts_code(engine, tmp_path):
