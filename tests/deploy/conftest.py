@@ -124,7 +124,7 @@ FAKE_PYTHON = r"""#!/bin/sh
 here=$(dirname "$0")
 if [ "$1" = "-m" ] && [ "$2" = "trainer" ] && [ "$3" = "extract" ]; then echo "fake extract"; exit 0; fi
 if [ "$1" = "-m" ] && [ "$2" = "trainer" ] && [ "$3" = "train" ]; then
-  read lines delay code resume_code < "$here/behavior"
+  read lines delay code resume_code hold_at < "$here/behavior"
   out=""; prev=""
   for a in "$@"; do [ "$prev" = "--output-dir" ] && out=$a; prev=$a; done
   case " $* " in *" --resume "*) code=$resume_code; echo "resuming";; esac
@@ -137,6 +137,9 @@ if [ "$1" = "-m" ] && [ "$2" = "trainer" ] && [ "$3" = "train" ]; then
     d=$((i > 2 ? i - 2 : 2 - i))
     echo "$i,0.5,0.7,0.$i,$((d + 1)).5,0.001" >> "$out/training_history.csv"
     head -c 200000 /dev/urandom > "$out/best_model.keras"
+    # held at this line until the test releases it: a run that must still be going when the
+    # test looks cannot end early on a slow machine
+    if [ "$i" = "$hold_at" ]; then while [ ! -e "$here/release" ]; do sleep 0.05; done; fi
     sleep "$delay"
     i=$((i+1))
   done
@@ -168,8 +171,14 @@ class StandInPython:
 class FakeTrainer(StandInPython):
     SCRIPT = FAKE_PYTHON
 
-    def behave(self, lines: int = 3, delay: float = 0.0, code: int = 0, resume_code: int = 0) -> None:
-        (self.path.parent / "behavior").write_text(f"{lines} {delay} {code} {resume_code}\n")
+    def behave(self, lines: int = 3, delay: float = 0.0, code: int = 0, resume_code: int = 0,
+               hold_at: int = 0) -> None:
+        """`hold_at`: the run stops after that line until `release()` (0: never held)."""
+        (self.path.parent / "release").unlink(missing_ok=True)
+        (self.path.parent / "behavior").write_text(f"{lines} {delay} {code} {resume_code} {hold_at}\n")
+
+    def release(self) -> None:
+        (self.path.parent / "release").write_text("")
 
 
 def use_stand_in(project, stand_in: StandInPython) -> StandInPython:

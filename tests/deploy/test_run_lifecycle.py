@@ -104,14 +104,17 @@ def test_second_start_refused_while_running_and_resume_continues(project, fake_t
 
 @pytest.mark.slow
 def test_ssh_dropped_during_follow_the_run_goes_on_and_logs_pick_up(project, fake_trainer):
-    # 20 s of run: start (with its preflight) and `logs -f` can take seconds on a loaded machine,
-    # and a run that ended before the drop proves nothing
-    fake_trainer.behave(lines=100, delay=0.2, code=0)
+    # held at line 10 until the drop: on a loaded CI box `start` and `logs -f` took longer than
+    # a 20-s run, which then ended before the drop (proving nothing, and failing the check)
+    fake_trainer.behave(lines=100, delay=0.02, code=0, hold_at=10)
     run = deployed(project)
     proc, out, reader = follow_logs(project)
     assert project.server.drop_connections() >= 1
+    time.sleep(0.5)
     # the run was detached: it is still going although every SSH session is gone
     assert not (project.remote_run_dir(run) / "exit_status").exists()
+    assert os.path.exists(f"/proc/{int((project.remote_run_dir(run) / 'pid').read_text())}")
+    fake_trainer.release()
     assert proc.wait(60) == 0
     reader.join(5)
     stderr = proc.stderr.read()
@@ -123,9 +126,9 @@ def test_ssh_dropped_during_follow_the_run_goes_on_and_logs_pick_up(project, fak
 
 
 def test_ctrl_c_stops_only_the_viewing(project, fake_trainer):
-    # 60 s of run: on a loaded machine `logs -f` can take seconds to start, and a shorter run
-    # ended before the Ctrl-C (logs then exits 0 by itself, which proves nothing)
-    fake_trainer.behave(lines=300, delay=0.2, code=0)
+    # held at line 2 (never released; `stop` ends it): on a loaded machine `logs -f` can take
+    # longer to start than a timed run lasts, and a run that ended before the Ctrl-C proves nothing
+    fake_trainer.behave(lines=300, delay=0.02, code=0, hold_at=2)
     run = deployed(project)
     proc = project.popen("logs", "-f")
     # Ctrl-C once `logs` is really following (it has printed run lines), however slow the
@@ -144,7 +147,8 @@ def test_ctrl_c_stops_only_the_viewing(project, fake_trainer):
 
 @pytest.mark.slow
 def test_fetch_mid_run_then_final_verified_and_down(project, fake_trainer):
-    fake_trainer.behave(lines=25, delay=0.2, code=0)
+    # held at line 3 until the mid-run fetch is done: that fetch must see a run still going
+    fake_trainer.behave(lines=25, delay=0.2, code=0, hold_at=3)
     run = deployed(project)
     remote = project.remote_run_dir(run)
     wait_for(lambda: (remote / "best_model.keras").exists(), what="a first model")
@@ -157,6 +161,7 @@ def test_fetch_mid_run_then_final_verified_and_down(project, fake_trainer):
     assert (model.is_file() and model.stat().st_size == 200_000) or "still being written" in mid.stdout, mid.stdout
     state = project.state()["runs"][run]
     assert state["final_fetch"] is False  # fetched while running: not the final results
+    fake_trainer.release()
     assert project.run("logs", "-f").returncode == 0
 
     final = project.run("fetch")
