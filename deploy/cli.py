@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from deploy import config as config_mod
-from deploy import host_text
-from deploy import plan_report
+from deploy import config as config_mod, plan_report
 from deploy.errors import UsageError
+from deploy.host import host_text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,7 +100,7 @@ class Context:
         self.provider = get_provider(self.config, self.state)
 
     def remote(self, retry_for: float = 30):
-        from deploy.remote import Remote
+        from deploy.host.remote import Remote
 
         host = self.provider.host()
         return Remote(host, self.state.known_hosts, self.config["ssh"]["connect_timeout"]).connect(
@@ -109,7 +108,7 @@ class Context:
             refused_attempts=getattr(self.provider, "refused_attempts", None))
 
     def layout(self):
-        from deploy.layout import Layout
+        from deploy.host.layout import Layout
 
         if not self.state.workspace:
             raise UsageError("no host recorded: run `python -m deploy up` (or `make deploy`) first")
@@ -135,7 +134,8 @@ def cmd_bid(ctx: Context) -> int:
 
 
 def cmd_up(ctx: Context) -> int:
-    from deploy import hostcheck, preflight
+    from deploy import preflight
+    from deploy.host import hostcheck
 
     preflight.require(ctx.config)  # train.args, train.config, the dataset, remote.python: before renting/connecting
     host = ctx.provider.up(dry_run=getattr(ctx.args, "dry_run", False))
@@ -241,7 +241,7 @@ def cmd_fetch(ctx: Context) -> int:
 
 
 def cmd_ssh(ctx: Context) -> int:
-    from deploy.remote import Remote, rpath
+    from deploy.host.remote import Remote, rpath
 
     remote = Remote(ctx.provider.host(), ctx.state.known_hosts, ctx.config["ssh"]["connect_timeout"])
     ws = ctx.state.workspace or ctx.config["remote"]["workspace"]

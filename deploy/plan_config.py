@@ -69,14 +69,14 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     if ds.get("url") or ds.get("kaggle"):
         size = None
         if lookups:
-            from deploy import download_dataset
+            from deploy.dataset import kaggle, source
             try:
-                url, headers = download_dataset.source(ds.get("url"), ds.get("kaggle"), ds.get("token_env"), env)
+                url, headers = source.source(ds.get("url"), ds.get("kaggle"), ds.get("token_env"), env)
             except Exception:  # missing credentials: `sync` will say so; the estimate just lacks the size
                 url, headers = None, {}
             if ds.get("kaggle") and url:
                 size = plan_sizes.kaggle_size(ds["kaggle"], headers,
-                                              env.get("DEPLOY_KAGGLE_API", download_dataset.KAGGLE_API))
+                                              env.get("DEPLOY_KAGGLE_API", kaggle.API))
             elif url:
                 size = plan_sizes.content_length(url, headers)
         job.download_bytes = size or 0

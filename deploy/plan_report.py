@@ -204,7 +204,7 @@ def print_estimate_vs_actual(root, train_log: str, history_csv: str = "", file=N
 
 def remote_run_files(remote, run_dir: str) -> tuple[str, str]:
     """train.log's [deploy] lines and training_history.csv of a run on the host (one round trip)."""
-    from deploy.remote import rpath
+    from deploy.host.remote import rpath
 
     wanted = "-e '^\\[deploy\\] ' -e '^usable videos: '"
     out = remote.run(f"cd {rpath(run_dir)} 2>/dev/null && {{ grep {wanted} train.log 2>/dev/null; "

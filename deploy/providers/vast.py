@@ -23,7 +23,7 @@ The rules this file keeps:
   number of times.
 - The API key comes from VAST_API_KEY or the vastai config file (the SDK resolves it);
   it is never printed, logged, stored in .deploy/ or sent to the instance. The instance
-  gets only the watchdog (deploy/watchdog.py), which uses the key Vast.ai gives every
+  gets only the watchdog (deploy/host/shipped/watchdog.py), which uses the key Vast.ai gives every
   instance for itself (CONTAINER_API_KEY).
 """
 
@@ -141,7 +141,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         visible to SSH sessions; then the watchdog `up` installed restarts, so an instance
         started again (after a stop or an outbid) is still watched.
         """
-        from deploy.remote import q
+        from deploy.host.remote import q
 
         ws = self.config.get("remote", {}).get("workspace", "/workspace")
         wd = q(f"{ws.rstrip('/')}/{WATCHDOG_DIR}")
@@ -531,7 +531,7 @@ def _unpin(known_hosts: Path, host: Host) -> None:
     """Forget a destroyed instance's host keys: its address may serve another machine next time."""
     import paramiko
 
-    from deploy.remote import known_hosts_name
+    from deploy.host.remote import known_hosts_name
 
     if not Path(known_hosts).is_file():
         return

@@ -33,7 +33,7 @@ class WaitUntilReady:
 
     def _ssh_answers(self, host: Host) -> Host | None:
         """One SSH attempt per address (pinning the host key on first contact); the one that worked."""
-        from deploy.remote import Remote
+        from deploy.host.remote import Remote
 
         try:
             with Remote(host, self.state.known_hosts, connect_timeout=10).connect(

@@ -86,7 +86,7 @@ def test_state_round_trip_and_results_fetched(tmp_path):
 
 
 def test_disk_full_is_explained():
-    from deploy.remote import explain
+    from deploy.host.remote import explain
 
     msg = explain("rsync: write failed on \"/ws/dataset/x.mp4\": No space left on device (28)\n", 11)
     assert "disk is full" in msg and "larger disk" in msg
