@@ -88,12 +88,12 @@ class Context:
     """The config, the .deploy/ state, the provider, and a way to reach the recorded host."""
 
     def __init__(self, args):
+        from deploy.local.state import State
         from deploy.providers import get_provider
-        from deploy.state import State
 
         self.args = args
         self.config = config_mod.load(args.config)
-        from deploy.lock import DeployLock
+        from deploy.local.lock import DeployLock
 
         self.state = State(".deploy")
         self.lock = DeployLock(".deploy")
@@ -297,7 +297,7 @@ def cmd_run(ctx: Context) -> int:
 
 
 def locked(command):
-    """Hold .deploy/lock around a command that changes state or rents (see deploy/lock.py), and read
+    """Hold .deploy/lock around a command that changes state or rents (see deploy/local/lock.py), and read
     the state again once it is held: what another command wrote meanwhile is what counts."""
     def wrapper(ctx: Context) -> int:
         fresh = ctx.lock._fd is None

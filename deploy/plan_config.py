@@ -136,7 +136,7 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
 
 def _scanned(path: str | None, train_config: str | None) -> tuple[int, int, str]:
     """(videos, decoded pixels of all of them, how known) from `python -m trainer scan` of dataset.path."""
-    from deploy import trainer_cli
+    from deploy.local import trainer_cli
 
     if not path or not os.path.isdir(path):
         return 0, 0, "none"

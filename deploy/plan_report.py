@@ -21,7 +21,7 @@ import time
 from calendar import timegm
 from pathlib import Path
 
-from deploy import jsonfile
+from deploy.local import jsonfile
 from deploy.plan import PHASES, fmt_minutes
 
 FILE = "plan.json"

@@ -25,7 +25,7 @@ TIMEOUT_S = 4.0
 
 def folder_bytes(path: str | os.PathLike | None) -> int:
     """Bytes of the files under `path` (what rsync sends); 0 when it is not a folder. Which of them are
-    videos is the trainer's call: `python -m trainer scan` (deploy/trainer_cli.py), one list of extensions."""
+    videos is the trainer's call: `python -m trainer scan` (deploy/local/trainer_cli.py), one list of extensions."""
     if not path or not Path(path).is_dir():
         return 0
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

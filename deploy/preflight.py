@@ -5,7 +5,7 @@
 
 - `train.args`: parsed by the trainer's own parser, with `train.config` loaded and
   validated by the trainer's own schema (`python -m trainer train --dry-run`, as the run
-  script will call it: deploy/trainer_cli.py); with a local `dataset.cache`, the cache's
+  script will call it: deploy/local/trainer_cli.py); with a local `dataset.cache`, the cache's
   feature settings against the config's too.
 - `dataset.path`: `python -m trainer scan` (layout, class names, unreadable files, label
   conflicts, duplicates, long clips; the job model reads its durations and resolutions).
@@ -29,9 +29,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from deploy import trainer_cli
 from deploy.config import OVERLAY, VENV_MODES
 from deploy.errors import UsageError
+from deploy.local import trainer_cli
 
 # The example value of ssh.host in the shipped configs/deploy.yaml (and the README's).
 PLACEHOLDER_HOSTS = ("gpu-box",)

@@ -11,8 +11,8 @@ import yaml
 
 from deploy import config
 from deploy.errors import UsageError
+from deploy.local.state import State
 from deploy.providers.base import Host
-from deploy.state import State
 
 REPO_CONFIG = "configs/deploy.yaml"
 

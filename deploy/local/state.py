@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from deploy import jsonfile
 from deploy.errors import UsageError
+from deploy.local import jsonfile
 from deploy.providers.base import Host
 
 
