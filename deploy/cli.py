@@ -14,9 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from deploy import config as config_mod, plan_report
+from deploy import config as config_mod
 from deploy.errors import UsageError
 from deploy.host import host_text
+from deploy.plan import report
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,7 +144,7 @@ def cmd_up(ctx: Context) -> int:
         return 0
     with ctx.remote(retry_for=ctx.config["ssh"]["retry_for"]) as remote:
         facts = hostcheck.probe(remote, ctx.config)
-        plan_report.probe_uplink(remote, ctx.state.root)  # the job model's uplink (deploy/plan.py)
+        report.probe_uplink(remote, ctx.state.root)  # the job model's uplink (deploy/plan/job_model.py)
     ctx.state.data.update(workspace=facts["workspace"], host_facts=facts)
     ctx.state.save()
     gpus = ", ".join(facts["gpus"]) or "no GPU visible (training will run on CPU)"
@@ -166,7 +167,7 @@ def cmd_sync(ctx: Context) -> int:
                      code_only=getattr(ctx.args, "code_only", False),
                      delete_remote=getattr(ctx.args, "delete_remote", False))
     if not getattr(ctx.args, "code_only", False):  # the upload phase of estimate vs actual
-        plan_report.record_sync(ctx.state.root, started, time.time(), t.bytes_sent,
+        report.record_sync(ctx.state.root, started, time.time(), t.bytes_sent,
                                 (ctx.state.data.get("last_sync") or {}).get("source"))
     return 0
 
@@ -202,7 +203,7 @@ def cmd_status(ctx: Context) -> int:
         return 0
     with ctx.remote() as remote:
         info = collect(remote, ctx.layout(), ctx.state, facts)
-        info["estimate_vs_actual"] = plan_report.status_lines(remote, ctx.layout(), ctx.state)
+        info["estimate_vs_actual"] = report.status_lines(remote, ctx.layout(), ctx.state)
     lines = info["estimate_vs_actual"] if ctx.args.json else info.pop("estimate_vs_actual")
     render(info, as_json=ctx.args.json)
     if lines and not ctx.args.json:
@@ -234,7 +235,7 @@ def cmd_fetch(ctx: Context) -> int:
     with ctx.remote() as remote:
         result = fetch(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None), max_size=max_size,
                        checkpoints=getattr(ctx.args, "checkpoints", False))
-    lines = plan_report.fetch_lines(Path(result["dest"]), ctx.state) if result["run"] == ctx.state.current_run else []
+    lines = report.fetch_lines(Path(result["dest"]), ctx.state) if result["run"] == ctx.state.current_run else []
     if lines:
         print("\n".join(lines))
     return 0

@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from deploy import plan, plan_config
 from deploy.cost import fmt_usd
+from deploy.plan import inputs, job_model
 
 if TYPE_CHECKING:  # only for type hints: vast.py imports this module
     from deploy.providers.vast import VastSettings
@@ -95,7 +95,7 @@ def build_query(filters: list[OfferFilter]) -> dict:
 
 
 def order_for(s: "VastSettings") -> list:
-    # job_cost: the service cannot rank by it; fetch the cheapest hours, then deploy/plan.py re-ranks
+    # job_cost: the service cannot rank by it; fetch the cheapest hours, then deploy/plan/job_model.py re-ranks
     if s.order_by == "dlperf_per_dollar":
         return [["dlperf_per_dphtotal", "desc"], ["dph_total", "asc"]]
     return [["dph_total", "asc"], ["reliability", "desc"]]
@@ -111,13 +111,13 @@ def price_per_hour(offer: dict, s: "VastSettings") -> float:
 
 def ranked(offers: list[dict], s: "VastSettings", job: "plan.Job") -> list[tuple[dict, dict]]:
     """(offer, whole-job estimate) pairs in vast.order_by order (job_cost | price | dlperf_per_dollar)."""
-    return plan.rank(offers, job, s.order_by, price_of=lambda o: price_per_hour(o, s))
+    return job_model.rank(offers, job, s.order_by, price_of=lambda o: price_per_hour(o, s))
 
 
 def as_json(pairs: list[tuple[dict, dict]]) -> list[dict]:
     """What `offers --json` prints: one element per offer, best first."""
     return [{**est, "reliability": o.get("reliability2", o.get("reliability")), "geolocation": o.get("geolocation"),
-             "bound": plan.bound(est)} for o, est in pairs]
+             "bound": job_model.bound(est)} for o, est in pairs]
 
 
 def search(call, sdk, s: "VastSettings", limit: int = 64) -> list[dict]:
@@ -178,13 +178,13 @@ def print_table(pairs: list[tuple[dict, dict]], s: "VastSettings", job: "plan.Jo
         t.add_row(str(o["id"]), f"{o.get('num_gpus')}x {o.get('gpu_name')}", fmt_usd(est["price_per_hour"]),
                   f"{rel * 100:.1f}%", f"{o.get('inet_down', 0):.0f}", f"{o.get('cpu_cores_effective') or '?'}",
                   f"{o.get('total_flops') or 0:.0f}", f"{o.get('dlperf_per_dphtotal', 0):.1f}",
-                  fmt_usd(est["job_cost_usd"]), plan.fmt_minutes(est["job_hours"]), est["dominant"],
+                  fmt_usd(est["job_cost_usd"]), job_model.fmt_minutes(est["job_hours"]), est["dominant"],
                   str(o.get("geolocation") or "?"))
     console.print(t)
     if len(pairs) > limit:
         console.print(f"... and {len(pairs) - limit} more")
     for i, (o, est) in enumerate(pairs[:detail], 1):
-        console.print(f"{i}. offer {o['id']}: {plan.breakdown(est)} = {plan.fmt_minutes(est['job_hours'])}, "
-                      f"{fmt_usd(est['job_cost_usd'])} (disk {fmt_usd(est['disk_usd'])} of it) - {plan.bound(est)}",
+        console.print(f"{i}. offer {o['id']}: {job_model.breakdown(est)} = {job_model.fmt_minutes(est['job_hours'])}, "
+                      f"{fmt_usd(est['job_cost_usd'])} (disk {fmt_usd(est['disk_usd'])} of it) - {job_model.bound(est)}",
                       highlight=False, markup=False)
-    console.print(f"job model inputs: {plan_config.describe_inputs(job)}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"job model inputs: {inputs.describe_inputs(job)}", highlight=False, markup=False, soft_wrap=True)

@@ -36,8 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-from deploy import cost, plan, plan_config, plan_report, registry, vast_offers
+from deploy import cost, registry, vast_offers
 from deploy.errors import UsageError
+from deploy.plan import inputs, job_model, report
 from deploy.providers import vast_image, vast_rows
 from deploy.providers.base import Host, Provider
 from deploy.providers.vast_api import VastApi
@@ -107,9 +108,9 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
 
     # -- offers -----------------------------------------------------------------------
     def _job(self):
-        """The job model's inputs for this project (deploy/plan.py), looked up once per command."""
+        """The job model's inputs for this project (deploy/plan/job_model.py), looked up once per command."""
         if getattr(self, "_job_cache", None) is None:
-            self._job_cache = plan_config.job_from_config(self.config, plan_report.measured(self.state.root))
+            self._job_cache = inputs.job_from_config(self.config, report.measured(self.state.root))
         return self._job_cache
 
     def _search(self) -> list[tuple[dict, dict]]:
@@ -276,7 +277,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
                       f"{self.s.expected_hours:g}: the watchdog will stop the instance before a full run "
                       f"(raise vast.budget_usd / vast.max_hours, or train with --resume afterwards)", file=sys.stderr)
             if allowed is not None and allowed < est["job_hours"]:
-                print(f"warning: the job model estimates {plan.fmt_minutes(est['job_hours'])} for this job, more than "
+                print(f"warning: the job model estimates {job_model.fmt_minutes(est['job_hours'])} for this job, more than "
                       f"the {allowed:.1f} h the cost guards allow at this price", file=sys.stderr)
             iid = self._create(offer)
             if iid is None:
@@ -297,13 +298,13 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
                 self._give_up_on(iid, f"interrupted: {type(exc).__name__}")
                 raise
             self._record_host(host)
-            plan_report.remember_estimate(self.state.root, est, plan_config.describe_inputs(self._job()),
+            report.remember_estimate(self.state.root, est, inputs.describe_inputs(self._job()),
                                           self._job().corrections)
-            plan_report.update(self.state.root, up={"started_at": started, "ended_at": time.time()})
+            report.update(self.state.root, up={"started_at": started, "ended_at": time.time()})
             self._install_watchdog(host)
             print(f"instance {iid} is up: ssh -p {host.port} {host.user}@{host.host}", file=sys.stderr)
-            print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])}, {plan.fmt_minutes(est['job_hours'])} "
-                  f"({plan.breakdown(est)}; {plan.bound(est)})", file=sys.stderr)
+            print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])}, {job_model.fmt_minutes(est['job_hours'])} "
+                  f"({job_model.breakdown(est)}; {job_model.bound(est)})", file=sys.stderr)
             return host
         raise UsageError(f"no instance became ready after {tried} attempt(s); nothing is rented "
                          f"(logs of the failed ones are in {Path(self.state.root) / 'vast-logs'})")
@@ -381,8 +382,8 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         print("plan: wait for running + SSH (timeout "
               f"{self.s.ready_timeout_minutes:g} min, up to {self.s.max_attempts} offers) -> attach "
               f"{self._identity_file()}.pub -> install the watchdog -> sync -> start training")
-        print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])} for the whole job, {plan.fmt_minutes(est['job_hours'])} "
-              f"({plan.breakdown(est)}; {plan.bound(est)}); the watchdog stops it after "
+        print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])} for the whole job, {job_model.fmt_minutes(est['job_hours'])} "
+              f"({job_model.breakdown(est)}; {job_model.bound(est)}); the watchdog stops it after "
               f"{'-' if allowed is None else f'{allowed:.1f}'} h (max_hours {self.s.max_hours}, budget "
               f"{cost.fmt_usd(self.s.budget_usd)}) or {self.s.idle_grace_minutes:g} min idle")
         print("dry run: nothing was rented")

@@ -56,7 +56,7 @@ SOURCES = {
     "deploy/providers/vast_api.py": {"r": "create", "body": "create"},
     "deploy/vast_offers.py": {"o": "offer", "offer": "offer"},
     "deploy/check.py": {"row": "instance", "offer": "offer", "o": "offer", "user": "user", "k": "ssh_key"},
-    "deploy/plan.py": {"offer": "offer"},
+    "deploy/plan/job_model.py": {"offer": "offer"},
 }
 DECLARED = {"instance": vast_rows.INSTANCE_FIELDS | {"label"}, "offer": vast_rows.OFFER_FIELDS,
             "create": vast_rows.CREATE_FIELDS | {"label", "message", "detail"},  # response_message's fall-backs

@@ -22,7 +22,7 @@ from calendar import timegm
 from pathlib import Path
 
 from deploy.local import jsonfile
-from deploy.plan import PHASES, fmt_minutes
+from deploy.plan.job_model import PHASES, fmt_minutes
 
 FILE = "plan.json"
 PROBE_BYTES = 4 * 1024 * 1024   # the uplink probe after `up`: 4 MiB, a second or less on 100 Mb/s
