@@ -109,7 +109,7 @@ def price_per_hour(offer: dict, s: "VastSettings") -> float:
     return float(offer["dph_total"])
 
 
-def ranked(offers: list[dict], s: "VastSettings", job: "plan.Job") -> list[tuple[dict, dict]]:
+def ranked(offers: list[dict], s: "VastSettings", job: "job_model.Job") -> list[tuple[dict, dict]]:
     """(offer, whole-job estimate) pairs in vast.order_by order (job_cost | price | dlperf_per_dollar)."""
     return job_model.rank(offers, job, s.order_by, price_of=lambda o: price_per_hour(o, s))
 
@@ -157,7 +157,7 @@ def explain_empty(call, sdk, s: "VastSettings") -> str:
             f"filters at once.{detail} Relax several keys under vast: in configs/deploy.yaml.")
 
 
-def print_table(pairs: list[tuple[dict, dict]], s: "VastSettings", job: "plan.Job", limit: int = 15,
+def print_table(pairs: list[tuple[dict, dict]], s: "VastSettings", job: "job_model.Job", limit: int = 15,
                 file=None, detail: int = 3) -> None:
     """The offers, best first, as a rich table, then the phases of the top `detail` (what `offers` shows)."""
     from rich.console import Console
