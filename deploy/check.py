@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploy import cost, preflight, vast_offers
+from deploy import preflight
 from deploy.errors import UsageError
 from deploy.preflight import Findings
+from deploy.providers.vast import billing, offers
 
 
 def run_check(provider) -> int:
@@ -64,7 +65,7 @@ def _check_credit(provider, user: dict, f: Findings) -> None:
     s = provider.s
     credit = _number(user.get("credit"))
     balance = _number(user.get("balance"))
-    beside = "" if balance is None else f" (balance {cost.fmt_usd(balance)})"
+    beside = "" if balance is None else f" (balance {billing.fmt_usd(balance)})"
     if credit is None:
         f.add("warn", "credit", f"the account answer has no credit{beside}: check https://cloud.vast.ai/billing/")
         return
@@ -72,13 +73,13 @@ def _check_credit(provider, user: dict, f: Findings) -> None:
     if s.budget_usd:
         need = min(need, s.budget_usd) if need else s.budget_usd
     if credit <= 0:
-        f.add("FIX", "credit", f"credit {cost.fmt_usd(credit)}{beside}: add credit at https://cloud.vast.ai/billing/ "
+        f.add("FIX", "credit", f"credit {billing.fmt_usd(credit)}{beside}: add credit at https://cloud.vast.ai/billing/ "
                                f"(instances stop when it reaches $0)")
     elif need and credit < need:
-        f.add("warn", "credit", f"credit {cost.fmt_usd(credit)}{beside} is less than a run may cost "
-                                f"({cost.fmt_usd(need)}: max_price_per_hour x expected_hours, capped by budget_usd)")
+        f.add("warn", "credit", f"credit {billing.fmt_usd(credit)}{beside} is less than a run may cost "
+                                f"({billing.fmt_usd(need)}: max_price_per_hour x expected_hours, capped by budget_usd)")
     else:
-        f.add("ok", "credit", f"credit {cost.fmt_usd(credit)}{beside}")
+        f.add("ok", "credit", f"credit {billing.fmt_usd(credit)}{beside}")
 
 
 def _number(v) -> float | None:
@@ -148,11 +149,11 @@ def _check_key_registered(provider, public: str, f: Findings) -> None:
 
 
 def _check_image(provider, f: Findings) -> None:
-    from deploy.providers import vast_image
+    from deploy.providers.vast import image
 
     s = provider.s
     try:
-        registry, path, tag = vast_image.parse(s.image)
+        registry, path, tag = image.parse(s.image)
     except UsageError as exc:
         f.add("FIX", "image", str(exc))
         return
@@ -167,7 +168,7 @@ def _check_image(provider, f: Findings) -> None:
             f.add("ok", "image", f"{s.image}: {registry} login as {s.image_login['username']} "
                                  f"(token from ${s.image_login['password_env']})")
         return
-    if registry in vast_image.LOGIN_USUALLY_NEEDED:
+    if registry in image.LOGIN_USUALLY_NEEDED:
         f.add("FIX", "image", f"{s.image} is on {registry}, where new packages are private by default: make the "
                               f"package public, or set vast.image_login: {{username: USER, password_env: VAR}} "
                               f"with a read-only token in $VAR")
@@ -178,20 +179,20 @@ def _check_image(provider, f: Findings) -> None:
 def _check_offers(provider, f: Findings) -> None:
     s = provider.s
     try:
-        offers = vast_offers.search(provider._call, provider.sdk, s)
+        matching = offers.search(provider._call, provider.sdk, s)
     except UsageError as exc:
         f.add("FIX", "offers", str(exc))
         return
-    filters = vast_offers.offer_filters(s)
-    if offers:
-        rows = offers
+    filters = offers.offer_filters(s)
+    if matching:
+        rows = matching
     else:
         try:
-            f.add("FIX", "offers", vast_offers.explain_empty(provider._call, provider.sdk, s))
+            f.add("FIX", "offers", offers.explain_empty(provider._call, provider.sdk, s))
         except UsageError as exc:
             f.add("FIX", "offers", str(exc))
             return
-        rows = provider._call(provider.sdk.search_offers, query=vast_offers.build_query(filters[:1]),
+        rows = provider._call(provider.sdk.search_offers, query=offers.build_query(filters[:1]),
                               type="bid" if s.bid_price is not None else "on-demand", limit=5,
                               storage=float(s.disk_gb), no_default=True)
     # Every re-check reads a field the rows really carry (an absent field drops every offer).
@@ -201,22 +202,21 @@ def _check_offers(provider, f: Findings) -> None:
             keys = [flt.key for flt in filters if flt.checked_field == name]
             f.add("FIX", "offers", f"vast.{keys[0]} is checked on offer field {name!r}, which Vast.ai's rows do not "
                                    f"carry: every offer would be dropped (report this as a bug)")
-    if offers:
-        best = offers[0]
-        f.add("ok", "offers", f"{len(offers)} match; the best is {best.get('num_gpus')}x {best.get('gpu_name')} at "
-                              f"{cost.fmt_usd(vast_offers.price_per_hour(best, s))}/h (`python -m deploy offers`)")
+    if matching:
+        best = matching[0]
+        f.add("ok", "offers", f"{len(matching)} match; the best is {best.get('num_gpus')}x {best.get('gpu_name')} at "
+                              f"{billing.fmt_usd(offers.price_per_hour(best, s))}/h (`python -m deploy offers`)")
 
 
 def _check_image_pull(provider, f: Findings) -> None:
     """Ask the image's registry: does the tag exist (else the closest that do), how much a host pulls."""
-    from deploy import registry
     from deploy.config import OVERLAY
-    from deploy.providers import vast_image
+    from deploy.providers.vast import image, registry
 
     s, python = provider.s, provider.config["remote"]["python"]
-    if not s.image or vast_image.PLACEHOLDER in s.image:
+    if not s.image or image.PLACEHOLDER in s.image:
         return  # _check_image has said what to set
-    if vast_image.is_vendor_image(s.image) and "tensorflow" in s.image and python != OVERLAY \
+    if image.is_vendor_image(s.image) and "tensorflow" in s.image and python != OVERLAY \
             and not python.startswith("/venv/main/"):
         f.add("FIX", "image", f"{s.image} keeps TensorFlow in /venv/main, which remote.python {python!r} does "
                               f"not use: set remote.python: overlay (adds only what the trainer lacks)")
@@ -238,8 +238,8 @@ def _check_image_pull(provider, f: Findings) -> None:
             f.add("warn", "image", "a host pulls all of it before anything runs (billed): set vast.image_gb "
                                    "to state its size")
         return
-    tf_image = vast_image.VENDOR_TF_IMAGE
-    if size > s.max_image_pull_gb * 1e9 and vast_image.is_vendor_image(s.image):
+    tf_image = image.VENDOR_TF_IMAGE
+    if size > s.max_image_pull_gb * 1e9 and image.is_vendor_image(s.image):
         f.add("ok", "image", f"a host pulls {size / 1e9:.1f} GB of {s.image} before anything runs ({how}): "
                              f"the vendor's own layers above its cached base; nothing of ours to build or push")
     elif size > s.max_image_pull_gb * 1e9:

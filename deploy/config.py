@@ -1,7 +1,7 @@
 """configs/deploy.yaml: load, fill defaults, reject mistakes with a one-line error.
 
 The result is a plain dict (providers get the whole of it); the `vast:` section is
-passed through untouched and validated by deploy/providers/vast.py.
+passed through untouched and validated by deploy/providers/vast/settings.py.
 Relative local paths (dataset.path, dataset.cache, train.config, ssh.identity_file)
 are resolved against the current directory, like every other path the user types.
 """

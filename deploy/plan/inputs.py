@@ -110,7 +110,7 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     if image_gb:
         job.image_bytes, src["image"] = int(float(image_gb) * 1e9), "vast.image_gb"
     else:
-        from deploy import registry
+        from deploy.providers.vast import registry
 
         pull = registry.pull_estimate(vast.get("image"), vast.get("image_login"), env) if lookups else None
         if pull is not None and pull.bytes is not None:

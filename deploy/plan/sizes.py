@@ -3,7 +3,7 @@
 - the local dataset or feature cache: the files rsync would send (their sizes on disk here);
 - a host-side download (dataset.url): the archive's HTTP Content-Length (a HEAD request);
   dataset.kaggle: the dataset's `totalBytes` from the Kaggle API's dataset view;
-- the image: deploy/registry.py (its registry's manifest).
+- the image: deploy/providers/vast/registry.py (its registry's manifest).
 
 Every lookup is short (a few seconds' timeout) and optional: when one fails, the caller
 falls back to a configured or documented figure and says so. Hand-written with urllib

@@ -90,7 +90,7 @@ def test_two_ups_at_once_rent_one_instance(vast):
 
 def _vast_provider(root):
     from deploy.local.state import State
-    from deploy.providers.vast import VastProvider
+    from deploy.providers.vast.provider import VastProvider
 
     return VastProvider({"vast": {}, "remote": {"workspace": "/workspace"}}, State(root))
 

@@ -97,14 +97,14 @@ def test_bandwidth_is_billed_both_ways():
 def test_a_stopped_rows_prices_are_read_as_the_row_says_them():
     """show_instance.yaml: dph_base is the GPU's $/h, storage_total_cost the disk's; a stopped row whose
     dph_total no longer carries the GPU must not price the GPU at 0 (or the disk at the GPU's rate)."""
-    from deploy.providers import vast_rows
+    from deploy.providers.vast import rows
 
     running = {"dph_base": 1.0, "dph_total": 1.0020740740740741, "storage_total_cost": 0.002074074074074074}
-    assert vast_rows.hourly_parts(running) == pytest.approx((1.0, 0.002074074074074074))
+    assert rows.hourly_parts(running) == pytest.approx((1.0, 0.002074074074074074))
     stopped = {**running, "dph_total": 0.002074074074074074, "intended_status": "stopped"}
-    assert vast_rows.hourly_parts(stopped) == pytest.approx((1.0, 0.002074074074074074))
+    assert rows.hourly_parts(stopped) == pytest.approx((1.0, 0.002074074074074074))
     no_base = {"dph_total": 0.5, "storage_total_cost": 0.1}
-    assert vast_rows.hourly_parts(no_base) == pytest.approx((0.4, 0.1))
+    assert rows.hourly_parts(no_base) == pytest.approx((0.4, 0.1))
 
 
 def test_upload_goes_through_the_slower_of_the_two_pipes():

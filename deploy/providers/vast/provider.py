@@ -4,12 +4,12 @@ The verbs, cut like SkyPilot's sky/provision/vast/instance.py: find offers, crea
 wait until reachable, describe, destroy. Everything after "the host answers SSH" is
 deploy/'s shared code. This file is the rental life cycle; its helpers each do one job:
 
-- vast_settings.py  the `vast:` config keys
-- vast_api.py       the SDK, rate limits, one-line errors, what a create really did
-- vast_rows.py      what an instance row means (coming up, dead, stopped, outbid, addresses)
-- vast_image.py     the image reference and the private-registry login
-- vast_wait.py      waiting until it runs and answers SSH (fresh or restarted); the billing ledger
-- vast_watchdog_setup.py  putting the cost watchdog on the instance
+- settings.py       the `vast:` config keys
+- api.py            the SDK, rate limits, one-line errors, what a create really did
+- rows.py           what an instance row means (coming up, dead, stopped, outbid, addresses)
+- image.py          the image reference and the private-registry login
+- wait.py           waiting until it runs and answers SSH (fresh or restarted); the billing ledger
+- watchdog_setup.py  putting the cost watchdog on the instance
 
 The rules this file keeps:
 
@@ -36,15 +36,14 @@ import sys
 import time
 from pathlib import Path
 
-from deploy import cost, registry, vast_offers
 from deploy.errors import UsageError
 from deploy.plan import inputs, job_model, report
-from deploy.providers import vast_image, vast_rows
 from deploy.providers.base import Host, Provider
-from deploy.providers.vast_api import VastApi
-from deploy.providers.vast_settings import VAST_DEFAULTS, VastSettings  # noqa: F401  (re-exported)
-from deploy.providers.vast_wait import NotReady, Outbid, WaitUntilReady  # noqa: F401
-from deploy.providers.vast_watchdog_setup import WATCHDOG_DIR, WatchdogSetup
+from deploy.providers.vast import billing, image, offers, registry, rows
+from deploy.providers.vast.api import VastApi
+from deploy.providers.vast.settings import VastSettings
+from deploy.providers.vast.wait import NotReady, WaitUntilReady
+from deploy.providers.vast.watchdog_setup import WATCHDOG_DIR, WatchdogSetup
 
 
 class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
@@ -56,7 +55,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         self.s = VastSettings.from_config(config.get("vast"))
         self.api = VastApi(self.s)
 
-    # kept for vast_offers.search(call, sdk, s), which takes the caller and the SDK
+    # kept for offers.search(call, sdk, s), which takes the caller and the SDK
     @property
     def sdk(self):
         return self.api.sdk
@@ -115,22 +114,22 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
 
     def _search(self) -> list[tuple[dict, dict]]:
         """(offer, whole-job estimate) pairs that pass every filter, in vast.order_by order."""
-        offers = vast_offers.search(self._call, self.sdk, self.s)
-        if not offers:
-            raise UsageError(vast_offers.explain_empty(self._call, self.sdk, self.s))
-        return vast_offers.ranked(offers, self.s, self._job())
+        found = offers.search(self._call, self.sdk, self.s)
+        if not found:
+            raise UsageError(offers.explain_empty(self._call, self.sdk, self.s))
+        return offers.ranked(found, self.s, self._job())
 
     def offers(self, as_json: bool = False) -> int:
         pairs = self._search()
         if as_json:
-            print(json.dumps(vast_offers.as_json(pairs), indent=2))
+            print(json.dumps(offers.as_json(pairs), indent=2))
             return 0
-        vast_offers.print_table(pairs, self.s, self._job())
+        offers.print_table(pairs, self.s, self._job())
         best = pairs[0][0]
-        allowed = cost.hours_allowed(vast_offers.price_per_hour(best, self.s), self.s.max_hours, self.s.budget_usd)
+        allowed = billing.hours_allowed(offers.price_per_hour(best, self.s), self.s.max_hours, self.s.budget_usd)
         if allowed is not None:
             print(f"cost guards: the watchdog stops the instance after {allowed:.1f} h of rental at the best offer's "
-                  f"price (max_hours {self.s.max_hours}, budget_usd {cost.fmt_usd(self.s.budget_usd)}), "
+                  f"price (max_hours {self.s.max_hours}, budget_usd {billing.fmt_usd(self.s.budget_usd)}), "
                   f"and {self.s.idle_grace_minutes:g} min after the run ends unless you fetch")
         return 0
 
@@ -159,7 +158,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
                 f"nohup \"$wpy\" {wd}/watchdog.py --config {wd}/config.json >> {wd}/watchdog.log 2>&1 & fi")
 
     def _create_kwargs(self, with_secrets: bool = True) -> dict:
-        vast_image.parse(self.s.image)  # one line for a missing or malformed reference
+        image.parse(self.s.image)  # one line for a missing or malformed reference
         env = {str(k): str(v) for k, v in self.s.env.items()}
         # cancel_unavail: "Defaults to false for interruptibles. Defaults to true for on-demand with
         # target_state='running'" (create_instance.yaml:96-98): asked for on-demand only. The SDK sends the
@@ -171,9 +170,9 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         if self.s.bid_price is not None:
             kw["bid_price"] = float(self.s.bid_price)
         if self.s.image_login:
-            kw["login"] = (vast_image.login_arg(self.s.image, self.s.image_login) if with_secrets else
+            kw["login"] = (image.login_arg(self.s.image, self.s.image_login) if with_secrets else
                            f"-u {self.s.image_login['username']} -p ${self.s.image_login['password_env']} "
-                           f"{vast_image.parse(self.s.image)[0]}")
+                           f"{image.parse(self.s.image)[0]}")
         return kw
 
     def _create(self, offer: dict) -> int | None:
@@ -209,12 +208,12 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         the price that will be billed.
         """
         row = self.api.show(iid) or {}
-        quoted = vast_offers.price_per_hour(offer, self.s)
+        quoted = offers.price_per_hour(offer, self.s)
         price = float(row.get("dph_total") or quoted)
         cap = self.s.max_price_per_hour
         if self.s.bid_price is None and cap and price > cap + 1e-9:
-            print(f"instance {iid} from offer {offer['id']} bills {cost.fmt_usd(price)}/h, above "
-                  f"vast.max_price_per_hour {cost.fmt_usd(cap)} (the search said {cost.fmt_usd(quoted)}/h); "
+            print(f"instance {iid} from offer {offer['id']} bills {billing.fmt_usd(price)}/h, above "
+                  f"vast.max_price_per_hour {billing.fmt_usd(cap)} (the search said {billing.fmt_usd(quoted)}/h); "
                   f"destroying it and trying the next offer", file=sys.stderr)
             self.api.destroy(iid)
             self._forget()
@@ -268,10 +267,10 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             if tried >= self.s.max_attempts:
                 break
             tried += 1
-            price = vast_offers.price_per_hour(offer, self.s)
+            price = offers.price_per_hour(offer, self.s)
             print(f"renting offer {offer['id']}: {offer.get('num_gpus')}x {offer.get('gpu_name')} at "
-                  f"{cost.fmt_usd(price)}/h ({self.label})", file=sys.stderr)
-            allowed = cost.hours_allowed(price, self.s.max_hours, self.s.budget_usd)
+                  f"{billing.fmt_usd(price)}/h ({self.label})", file=sys.stderr)
+            allowed = billing.hours_allowed(price, self.s.max_hours, self.s.budget_usd)
             if allowed is not None and allowed < self.s.expected_hours:
                 print(f"warning: the cost guards allow {allowed:.1f} h at this price, less than expected_hours "
                       f"{self.s.expected_hours:g}: the watchdog will stop the instance before a full run "
@@ -303,7 +302,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             report.update(self.state.root, up={"started_at": started, "ended_at": time.time()})
             self._install_watchdog(host)
             print(f"instance {iid} is up: ssh -p {host.port} {host.user}@{host.host}", file=sys.stderr)
-            print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])}, {job_model.fmt_minutes(est['job_hours'])} "
+            print(f"estimate: {billing.fmt_usd(est['job_cost_usd'])}, {job_model.fmt_minutes(est['job_hours'])} "
                   f"({job_model.breakdown(est)}; {job_model.bound(est)})", file=sys.stderr)
             return host
         raise UsageError(f"no instance became ready after {tried} attempt(s); nothing is rented "
@@ -324,15 +323,15 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
                 return row
             print(f"instance {iid} recorded in .deploy/ no longer exists; forgetting it", file=sys.stderr)
             self._forget()
-        rows = self._labelled()
-        if not rows:
+        labelled = self._labelled()
+        if not labelled:
             return None
-        rows.sort(key=lambda r: r.get("start_date") or 0, reverse=True)
-        if len(rows) > 1:
-            others = ", ".join(str(r["id"]) for r in rows[1:])
-            print(f"warning: several instances carry this project's label {self.label}: using {rows[0]['id']}; "
+        labelled.sort(key=lambda r: r.get("start_date") or 0, reverse=True)
+        if len(labelled) > 1:
+            others = ", ".join(str(r["id"]) for r in labelled[1:])
+            print(f"warning: several instances carry this project's label {self.label}: using {labelled[0]['id']}; "
                   f"also rented: {others} (destroy them with `vastai destroy instance ID`)", file=sys.stderr)
-        row = rows[0]
+        row = labelled[0]
         print(f"found instance {row['id']} rented earlier for this project (label {self.label}); reusing it",
               file=sys.stderr)
         self._remember(int(row["id"]), {"id": None, "num_gpus": row.get("num_gpus"), "gpu_name": row.get("gpu_name")},
@@ -341,7 +340,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
 
     def _reuse(self, row: dict) -> Host:
         iid = int(row["id"])
-        if not vast_rows.is_running(row):
+        if not rows.is_running(row):
             print(f"instance {iid} is {row.get('actual_status') or 'not running'}; starting it", file=sys.stderr)
         self._attach_key(iid)
         try:
@@ -367,33 +366,33 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             return
         pairs = self._search()
         best, est = pairs[0]
-        price = vast_offers.price_per_hour(best, self.s)
-        vast_offers.print_table(pairs, self.s, self._job(), limit=5, detail=1)
+        price = offers.price_per_hour(best, self.s)
+        offers.print_table(pairs, self.s, self._job(), limit=5, detail=1)
         from vastai.api.instances import build_create_instance_payload  # what create_instance would send
 
         body = build_create_instance_payload(**self._create_kwargs(with_secrets=False))
         body["env"] = {k: ("***" if re.search(r"KEY|TOKEN|SECRET|PASSWORD", k, re.I) else v)
                        for k, v in body["env"].items()}
-        allowed = cost.hours_allowed(price, self.s.max_hours, self.s.budget_usd)
+        allowed = billing.hours_allowed(price, self.s.max_hours, self.s.budget_usd)
         print(f"dry run: would rent offer {best['id']} ({best.get('num_gpus')}x {best.get('gpu_name')}, "
-              f"{cost.fmt_usd(price)}/h incl. {self.s.disk_gb:g} GB disk)")
+              f"{billing.fmt_usd(price)}/h incl. {self.s.disk_gb:g} GB disk)")
         print(f"create request: PUT {self.s.server_url.rstrip('/')}/api/v0/asks/{best['id']}/")
         print(json.dumps(body, indent=2, sort_keys=True))
         print("plan: wait for running + SSH (timeout "
               f"{self.s.ready_timeout_minutes:g} min, up to {self.s.max_attempts} offers) -> attach "
               f"{self._identity_file()}.pub -> install the watchdog -> sync -> start training")
-        print(f"estimate: {cost.fmt_usd(est['job_cost_usd'])} for the whole job, {job_model.fmt_minutes(est['job_hours'])} "
+        print(f"estimate: {billing.fmt_usd(est['job_cost_usd'])} for the whole job, {job_model.fmt_minutes(est['job_hours'])} "
               f"({job_model.breakdown(est)}; {job_model.bound(est)}); the watchdog stops it after "
               f"{'-' if allowed is None else f'{allowed:.1f}'} h (max_hours {self.s.max_hours}, budget "
-              f"{cost.fmt_usd(self.s.budget_usd)}) or {self.s.idle_grace_minutes:g} min idle")
+              f"{billing.fmt_usd(self.s.budget_usd)}) or {self.s.idle_grace_minutes:g} min idle")
         print("dry run: nothing was rented")
 
     def _existing_without_side_effects(self) -> dict | None:
         iid = self.vstate.get("instance_id")
         if iid is not None and (row := self._show(int(iid))) is not None:
             return row
-        rows = self._labelled()
-        return rows[0] if rows else None
+        labelled = self._labelled()
+        return labelled[0] if labelled else None
 
     # -- the other verbs ------------------------------------------------------------------
     def host(self) -> Host:
@@ -413,7 +412,7 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
             raise UsageError(f"instance {iid} no longer exists on Vast.ai (destroyed, or expired); "
                              f"forgot it: run `python -m deploy up` to rent a new one")
         self._observe(row)
-        if vast_rows.is_running(row):
+        if rows.is_running(row):
             self._touch_activity()
             return
         print(f"instance {iid} is stopped (by the watchdog, by you, or outbid); starting it again - it bills by "
@@ -441,13 +440,13 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         if not 0.001 <= price <= top:
             raise UsageError(f"a bid must be between $0.001 and ${top:g}/h for this machine, got {price:g}")
         if self.s.max_price_per_hour and price > self.s.max_price_per_hour:
-            raise UsageError(f"a bid of {cost.fmt_usd(price)}/h is above vast.max_price_per_hour "
-                             f"{cost.fmt_usd(self.s.max_price_per_hour)}: raise that first if you mean it")
+            raise UsageError(f"a bid of {billing.fmt_usd(price)}/h is above vast.max_price_per_hour "
+                             f"{billing.fmt_usd(self.s.max_price_per_hour)}: raise that first if you mean it")
         self.api.change_bid(int(iid), price)
-        _, disk = vast_rows.hourly_parts(row)
+        _, disk = rows.hourly_parts(row)
         self.vstate.update(bid_price=price, price_per_hour=round(price + disk, 6))
         self.state.save()
-        print(f"bid for instance {iid} is now {cost.fmt_usd(price)}/h (+ {cost.fmt_usd(disk)}/h disk); it runs "
+        print(f"bid for instance {iid} is now {billing.fmt_usd(price)}/h (+ {billing.fmt_usd(disk)}/h disk); it runs "
               f"again once that is the highest bid for the machine - `python -m deploy fetch` or `sync` waits for it")
 
     def describe(self) -> dict:
@@ -458,32 +457,32 @@ class VastProvider(WaitUntilReady, WatchdogSetup, Provider):
         if row is None:
             return {"provider": "vast", "instance": f"{iid} (no longer exists: run `python -m deploy down`)"}
         self._observe(row)
-        gpu_rate, disk_rate = vast_rows.hourly_parts(row, self.vstate.get("price_per_hour") or 0.0)
+        gpu_rate, disk_rate = rows.hourly_parts(row, self.vstate.get("price_per_hour") or 0.0)
         exists_h = max(0.0, time.time() - float(row.get("start_date") or time.time())) / 3600
-        money = cost.billed(gpu_rate, disk_rate, self._running_hours(), exists_h, self.s.max_hours,
+        money = billing.billed(gpu_rate, disk_rate, self._running_hours(), exists_h, self.s.max_hours,
                             self.s.budget_usd, self.s.expected_hours)
         status = row.get("actual_status") or "scheduling"
-        if vast_rows.outbid(row):
+        if rows.outbid(row):
             status = ("stopped: outbid, or stopped by the watchdog (interruptible): it runs again when its bid is the "
                       "highest; `python -m deploy bid PRICE` raises it")
         elif row.get("intended_status") == "stopped":
             status = "stopped (disk kept, GPU not billed)"
         return {
-            "reachable": vast_rows.is_running(row),
+            "reachable": rows.is_running(row),
             "provider": "vast",
             "instance": iid,
             "label": self.label,
             "status": status,
             "status_msg": (row.get("status_msg") or "").strip(),
             "gpus": f"{row.get('num_gpus')}x {row.get('gpu_name')}",
-            "price_per_hour": (f"{cost.fmt_usd(gpu_rate + disk_rate)}/h while running "
-                               f"({cost.fmt_usd(disk_rate)}/h disk only while stopped)"),
+            "price_per_hour": (f"{billing.fmt_usd(gpu_rate + disk_rate)}/h while running "
+                               f"({billing.fmt_usd(disk_rate)}/h disk only while stopped)"),
             "time_rented": _fmt_hours(exists_h),
             "time_running": _fmt_hours(money["running_hours"]),
-            "spent": (f"{cost.fmt_usd(money['spent_usd'])} (GPU {cost.fmt_usd(money['gpu_usd'])} while running, "
-                      f"disk {cost.fmt_usd(money['disk_usd'])} since created)"),
-            "projected_total": cost.fmt_usd(money["projected_usd"]),
-            "guards": (f"max_hours {self.s.max_hours}, budget {cost.fmt_usd(self.s.budget_usd)}, "
+            "spent": (f"{billing.fmt_usd(money['spent_usd'])} (GPU {billing.fmt_usd(money['gpu_usd'])} while running, "
+                      f"disk {billing.fmt_usd(money['disk_usd'])} since created)"),
+            "projected_total": billing.fmt_usd(money["projected_usd"]),
+            "guards": (f"max_hours {self.s.max_hours}, budget {billing.fmt_usd(self.s.budget_usd)}, "
                        f"idle grace {self.s.idle_grace_minutes:g} min"
                        + ("" if money["hours_allowed"] is None else
                           f" -> watchdog stops it at {_fmt_hours(money['hours_allowed'])}")),
