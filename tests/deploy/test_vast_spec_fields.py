@@ -54,7 +54,8 @@ SOURCES = {
     "deploy/providers/vast/rows.py": {"row": "instance"},
     "deploy/providers/vast/api.py": {"r": "create", "body": "create"},
     "deploy/providers/vast/offers.py": {"o": "offer", "offer": "offer"},
-    "deploy/check.py": {"row": "instance", "offer": "offer", "o": "offer", "user": "user", "k": "ssh_key"},
+    "deploy/providers/vast/checks.py": {"row": "instance", "offer": "offer", "o": "offer", "best": "offer", "user": "user",
+                                        "k": "ssh_key"},
     "deploy/plan/job_model.py": {"offer": "offer"},
 }
 DECLARED = {"instance": rows.INSTANCE_FIELDS | {"label"}, "offer": rows.OFFER_FIELDS,
