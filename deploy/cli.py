@@ -27,13 +27,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m deploy", description="train on a rented GPU (vast) or your own SSH host (ssh)")
+    p = _Parser(prog="python -m deploy",
+                description="Train the violence detector on a GPU you rent on Vast.ai (provider vast) or on "
+                            "an SSH host you already have (provider ssh): rent, sync, start, follow, fetch, "
+                            "release. The usual order: check, up, sync, start, logs -f, fetch, down "
+                            "(`run` does up to fetch in one go).",
+                epilog="Exit codes: 0 done; 2 something to fix (one line on stderr); 130 Ctrl-C; "
+                       "`logs --follow` and `run` end with the run's own exit code when it failed.")
     p.add_argument("--config", default=config_mod.DEFAULT_PATH, help="deploy config (default: %(default)s)")
-    subparsers = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subparsers = p.add_subparsers(dest="command", required=True, parser_class=_Parser, title="verbs",
+                                  metavar="VERB")
 
     class _Verbs:  # every verb takes --config too, after its name (`deploy check --config F`)
         @staticmethod
         def add_parser(name, **kw):
+            kw.setdefault("description", kw.get("help"))  # `deploy VERB --help` says what VERB does
             s = subparsers.add_parser(name, **kw)
             s.add_argument("--config", default=argparse.SUPPRESS, help="deploy config (also before the verb)")
             return s
@@ -43,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("offers", help="list machines the provider could rent, ranked by the whole job's cost")
     s.add_argument("--json", action="store_true", help="the ranked offers as one JSON array")
     s = sub.add_parser("bid", help="vast, interruptible: change the instance's bid ($/h per machine)")
-    s.add_argument("price", type=float)
+    s.add_argument("price", type=float, help="the new bid in $/h per machine (see `offers` for the market)")
     s = sub.add_parser("up", help="rent or check the host and record it in .deploy/")
     s.add_argument("--dry-run", action="store_true", help="say what would be rented/used, change nothing")
     s = sub.add_parser("sync", help="send code and dataset (or feature cache) with rsync")
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="up + sync + start + logs --follow + fetch")
     s.add_argument("--down", action="store_true", help="release the host after a successful fetch")
     s.add_argument("--dry-run", action="store_true", help="say what would be rented and run, change nothing")
-    s.add_argument("--bwlimit", type=int, metavar="KBPS")
+    s.add_argument("--bwlimit", type=int, metavar="KBPS", help="cap sync's upload rate (KiB/s)")
     return p
 
 

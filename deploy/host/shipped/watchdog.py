@@ -41,6 +41,10 @@ When an interruptible (bid) instance comes back after an outbid, a run that was 
 
 Everything it decides goes to .watchdog/watchdog.log; its last look around (and which
 rule will stop the instance, when) is in .watchdog/status.json, shown by `python -m deploy status`.
+
+One file because it is copied to the instance as that one file and run there with a bare
+interpreter: splitting it would mean shipping and keeping a package in step on a host where
+deploy/ is not installed.
 """
 
 from __future__ import annotations
