@@ -1,4 +1,4 @@
-"""The job model's measurable inputs (deploy/plan.py), measured on this machine.
+"""The job model's measurable inputs (deploy/plan/job_model.py), measured on this machine.
 
 1. Decode throughput per CPU core: trainer.frames.sample_frames (the extractor's own
    reader, 20 frames at 224x224) on real-looking H.264 clips (bench/frame_sampling.py's
@@ -9,7 +9,7 @@
    worker per core is the better use of a many-core host).
 2. VGG19 fc2 frames/s on this CPU (weights=None: the same compute as ImageNet weights),
    batch 32 at 224x224, printed against the Keras Applications figure for a Tesla A100
-   (4.4 ms per batch of 32, keras.io/api/applications) that deploy/plan.py scales by each
+   (4.4 ms per batch of 32, keras.io/api/applications) that deploy/plan/job_model.py scales by each
    offer's TFLOPS.
 
     .venv/bin/python bench/plan_inputs.py [--videos 12] [--seconds 5] [--width 640 --height 360]
@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.frame_sampling import machine, make_videos, transcode_h264  # noqa: E402
-from deploy import plan  # noqa: E402
+from deploy.plan import job_model  # noqa: E402
 from trainer.frames import sample_frames  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def decode_rate(paths: list[Path], threads: int | None, repeats: int) -> float:
     for _ in range(repeats):
         t0 = time.perf_counter()
         for p in paths:
-            sample_frames(p, plan.FRAMES_DEFAULT, 224, threads=threads)
+            sample_frames(p, job_model.FRAMES_DEFAULT, 224, threads=threads)
         rates.append(len(paths) / (time.perf_counter() - t0))
     return statistics.median(rates)
 
@@ -84,10 +84,10 @@ def main() -> int:
     print(f"decode, 1 thread (one extract worker per core): {one:.2f} videos/s per core")
     print(f"decode, OpenCV's thread choice ({os.cpu_count()} cores):  {auto:.2f} videos/s   "
           f"ratio {auto / one:.2f}x the single thread")
-    print(f"  -> deploy/plan.py DECODE_VIDEOS_PER_S_PER_CORE (now {plan.DECODE_VIDEOS_PER_S_PER_CORE})")
+    print(f"  -> deploy/plan/job_model.py DECODE_VIDEOS_PER_S_PER_CORE (now {job_model.DECODE_VIDEOS_PER_S_PER_CORE})")
     fps = vgg19_cpu_fps(args.vgg19_batches)
     print(f"VGG19 fc2 on this CPU: {fps:.2f} frames/s (batch 32); Keras's Tesla A100 figure "
-          f"{plan.KERAS_A100_VGG19_FPS:,.0f} frames/s is {plan.KERAS_A100_VGG19_FPS / fps:,.0f}x that")
+          f"{job_model.KERAS_A100_VGG19_FPS:,.0f} frames/s is {job_model.KERAS_A100_VGG19_FPS / fps:,.0f}x that")
     return 0
 
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from deploy import config as config_mod
-from deploy import host_text
-from deploy import plan_report
 from deploy.errors import UsageError
+from deploy.host import host_text
+from deploy.plan import report
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,13 +27,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m deploy", description="train on a rented GPU (vast) or your own SSH host (ssh)")
+    p = _Parser(prog="python -m deploy",
+                description="Train the violence detector on a GPU you rent on Vast.ai (provider vast) or on "
+                            "an SSH host you already have (provider ssh): rent, sync, start, follow, fetch, "
+                            "release. The usual order: check, up, sync, start, logs -f, fetch, down "
+                            "(`run` does up to fetch in one go).",
+                epilog="Exit codes: 0 done; 2 something to fix (one line on stderr); 130 Ctrl-C; "
+                       "`logs --follow` and `run` end with the run's own exit code when it failed.")
     p.add_argument("--config", default=config_mod.DEFAULT_PATH, help="deploy config (default: %(default)s)")
-    subparsers = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subparsers = p.add_subparsers(dest="command", required=True, parser_class=_Parser, title="verbs",
+                                  metavar="VERB")
 
     class _Verbs:  # every verb takes --config too, after its name (`deploy check --config F`)
         @staticmethod
         def add_parser(name, **kw):
+            kw.setdefault("description", kw.get("help"))  # `deploy VERB --help` says what VERB does
             s = subparsers.add_parser(name, **kw)
             s.add_argument("--config", default=argparse.SUPPRESS, help="deploy config (also before the verb)")
             return s
@@ -43,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("offers", help="list machines the provider could rent, ranked by the whole job's cost")
     s.add_argument("--json", action="store_true", help="the ranked offers as one JSON array")
     s = sub.add_parser("bid", help="vast, interruptible: change the instance's bid ($/h per machine)")
-    s.add_argument("price", type=float)
+    s.add_argument("price", type=float, help="the new bid in $/h per machine (see `offers` for the market)")
     s = sub.add_parser("up", help="rent or check the host and record it in .deploy/")
     s.add_argument("--dry-run", action="store_true", help="say what would be rented/used, change nothing")
     s = sub.add_parser("sync", help="send code and dataset (or feature cache) with rsync")
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="up + sync + start + logs --follow + fetch")
     s.add_argument("--down", action="store_true", help="release the host after a successful fetch")
     s.add_argument("--dry-run", action="store_true", help="say what would be rented and run, change nothing")
-    s.add_argument("--bwlimit", type=int, metavar="KBPS")
+    s.add_argument("--bwlimit", type=int, metavar="KBPS", help="cap sync's upload rate (KiB/s)")
     return p
 
 
@@ -89,19 +97,19 @@ class Context:
     """The config, the .deploy/ state, the provider, and a way to reach the recorded host."""
 
     def __init__(self, args):
+        from deploy.local.state import State
         from deploy.providers import get_provider
-        from deploy.state import State
 
         self.args = args
         self.config = config_mod.load(args.config)
-        from deploy.lock import DeployLock
+        from deploy.local.lock import DeployLock
 
         self.state = State(".deploy")
         self.lock = DeployLock(".deploy")
         self.provider = get_provider(self.config, self.state)
 
     def remote(self, retry_for: float = 30):
-        from deploy.remote import Remote
+        from deploy.host.remote import Remote
 
         host = self.provider.host()
         return Remote(host, self.state.known_hosts, self.config["ssh"]["connect_timeout"]).connect(
@@ -109,7 +117,7 @@ class Context:
             refused_attempts=getattr(self.provider, "refused_attempts", None))
 
     def layout(self):
-        from deploy.layout import Layout
+        from deploy.host.layout import Layout
 
         if not self.state.workspace:
             raise UsageError("no host recorded: run `python -m deploy up` (or `make deploy`) first")
@@ -135,7 +143,8 @@ def cmd_bid(ctx: Context) -> int:
 
 
 def cmd_up(ctx: Context) -> int:
-    from deploy import hostcheck, preflight
+    from deploy import preflight
+    from deploy.host import hostcheck
 
     preflight.require(ctx.config)  # train.args, train.config, the dataset, remote.python: before renting/connecting
     host = ctx.provider.up(dry_run=getattr(ctx.args, "dry_run", False))
@@ -143,7 +152,7 @@ def cmd_up(ctx: Context) -> int:
         return 0
     with ctx.remote(retry_for=ctx.config["ssh"]["retry_for"]) as remote:
         facts = hostcheck.probe(remote, ctx.config)
-        plan_report.probe_uplink(remote, ctx.state.root)  # the job model's uplink (deploy/plan.py)
+        report.probe_uplink(remote, ctx.state.root)  # the job model's uplink (deploy/plan/job_model.py)
     ctx.state.data.update(workspace=facts["workspace"], host_facts=facts)
     ctx.state.save()
     gpus = ", ".join(facts["gpus"]) or "no GPU visible (training will run on CPU)"
@@ -166,7 +175,7 @@ def cmd_sync(ctx: Context) -> int:
                      code_only=getattr(ctx.args, "code_only", False),
                      delete_remote=getattr(ctx.args, "delete_remote", False))
     if not getattr(ctx.args, "code_only", False):  # the upload phase of estimate vs actual
-        plan_report.record_sync(ctx.state.root, started, time.time(), t.bytes_sent,
+        report.record_sync(ctx.state.root, started, time.time(), t.bytes_sent,
                                 (ctx.state.data.get("last_sync") or {}).get("source"))
     return 0
 
@@ -202,7 +211,7 @@ def cmd_status(ctx: Context) -> int:
         return 0
     with ctx.remote() as remote:
         info = collect(remote, ctx.layout(), ctx.state, facts)
-        info["estimate_vs_actual"] = plan_report.status_lines(remote, ctx.layout(), ctx.state)
+        info["estimate_vs_actual"] = report.status_lines(remote, ctx.layout(), ctx.state)
     lines = info["estimate_vs_actual"] if ctx.args.json else info.pop("estimate_vs_actual")
     render(info, as_json=ctx.args.json)
     if lines and not ctx.args.json:
@@ -234,14 +243,14 @@ def cmd_fetch(ctx: Context) -> int:
     with ctx.remote() as remote:
         result = fetch(remote, ctx.layout(), ctx.state, getattr(ctx.args, "run", None), max_size=max_size,
                        checkpoints=getattr(ctx.args, "checkpoints", False))
-    lines = plan_report.fetch_lines(Path(result["dest"]), ctx.state) if result["run"] == ctx.state.current_run else []
+    lines = report.fetch_lines(Path(result["dest"]), ctx.state) if result["run"] == ctx.state.current_run else []
     if lines:
         print("\n".join(lines))
     return 0
 
 
 def cmd_ssh(ctx: Context) -> int:
-    from deploy.remote import Remote, rpath
+    from deploy.host.remote import Remote, rpath
 
     remote = Remote(ctx.provider.host(), ctx.state.known_hosts, ctx.config["ssh"]["connect_timeout"])
     ws = ctx.state.workspace or ctx.config["remote"]["workspace"]
@@ -297,7 +306,7 @@ def cmd_run(ctx: Context) -> int:
 
 
 def locked(command):
-    """Hold .deploy/lock around a command that changes state or rents (see deploy/lock.py), and read
+    """Hold .deploy/lock around a command that changes state or rents (see deploy/local/lock.py), and read
     the state again once it is held: what another command wrote meanwhile is what counts."""
     def wrapper(ctx: Context) -> int:
         fresh = ctx.lock._fd is None

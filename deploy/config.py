@@ -1,7 +1,7 @@
 """configs/deploy.yaml: load, fill defaults, reject mistakes with a one-line error.
 
 The result is a plain dict (providers get the whole of it); the `vast:` section is
-passed through untouched and validated by deploy/providers/vast.py.
+passed through untouched and validated by deploy/providers/vast/settings.py.
 Relative local paths (dataset.path, dataset.cache, train.config, ssh.identity_file)
 are resolved against the current directory, like every other path the user types.
 """
@@ -29,7 +29,7 @@ DEFAULTS: dict = {
         "connect_timeout": 15,  # seconds for one attempt
         "retry_for": 300,  # seconds `up` keeps retrying while a host boots
     },
-    # python: an interpreter with the trainer's packages | auto-venv | overlay (deploy/overlay.py);
+    # python: an interpreter with the trainer's packages | auto-venv | overlay (deploy/host/overlay.py);
     # base_python: overlay's base (None: /venv/main/bin/python where it exists, else python3);
     # pip_args: extra pip flags for overlay's installs (a mirror, --find-links, ...)
     "remote": {"workspace": "/workspace", "python": "python3", "base_python": None, "pip_args": []},

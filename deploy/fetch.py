@@ -18,7 +18,7 @@ Everything the host says is untrusted (see deploy/fetch_names.py): only the name
 are asked for (rsync --files-from with exactly those names, --no-links, no devices or special
 files), each at most --max-size (checked against the host's listing, and enforced on the local
 rsync by the kernel, RLIMIT_FSIZE), after a free-space check here. Staged and installed files
-are reached through deploy/safe_tree.py (each folder a real folder, each file a regular file,
+are reached through deploy/host/shipped/safe_tree.py (each folder a real folder, each file a regular file,
 never through a symlink), so no name and no link the host made can put a byte outside
 runs/<run>/. What was refused is printed by name.
 
@@ -34,13 +34,13 @@ import os
 import shutil
 from pathlib import Path
 
-from deploy import host_text
 from deploy.errors import UsageError
 from deploy.fetch_names import DEFAULT_MAX_SIZE, Listing, append_only, find_expression, parse_listing
-from deploy.layout import Layout
+from deploy.host import host_text
+from deploy.host.layout import Layout
+from deploy.host.remote import Remote, rpath
+from deploy.host.shipped.safe_tree import Tree, Unsafe, scrub
 from deploy.logs import run_state
-from deploy.remote import Remote, rpath
-from deploy.safe_tree import Tree, Unsafe, scrub
 from deploy.sync import human, rsync
 
 ROUNDS = 3

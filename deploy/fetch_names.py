@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from deploy import host_text
 from deploy.errors import UsageError
+from deploy.host import host_text
 
 RESULTS = ("best_model.keras", "model_info.json", "training_history.csv", "metrics.json", "train.log")
 CHECKPOINT_FILES = ("resume_state.json",)

@@ -4,7 +4,7 @@ Following is `tail -c +OFFSET -F --pid=<run pid>` on the host: it ends by itself
 the run ends, and we count the bytes received, so when the SSH connection drops we
 reconnect and continue at exactly the next byte (nothing repeated, nothing lost).
 Ctrl-C only stops the viewing; the run is detached and keeps going. The log is the host's
-text: it reaches the terminal through deploy/host_text.py (no control sequence of its own).
+text: it reaches the terminal through deploy/host/host_text.py (no control sequence of its own).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import sys
 import time
 
-from deploy import host_text, runstate
 from deploy.errors import UsageError
-from deploy.layout import Layout
-from deploy.remote import Remote, rpath
-from deploy.runstate import STATE_SH
+from deploy.host import host_text
+from deploy.host.layout import Layout
+from deploy.host.remote import Remote, rpath
+from deploy.host.shipped import runstate
+from deploy.host.shipped.runstate import STATE_SH
 
 RECONNECT_FOR = 120  # seconds of reconnect attempts after a dropped connection
 
@@ -40,7 +41,8 @@ echo "$size $tail_bytes $(run_state {d})"
 
 
 def run_state(remote: Remote, run_dir: str) -> tuple[str, int | None]:
-    """('running'|'finished'|'failed'|'stopped'|'missing', exit code): deploy/runstate.py's rule, on the host."""
+    """('running'|'finished'|'failed'|'stopped'|'missing', exit code): the host's answer to the one
+    run-alive rule (deploy/host/shipped/runstate.py)."""
     return runstate.parse(remote.run(STATE_SH + f"run_state {rpath(run_dir)}").stdout)
 
 

@@ -5,7 +5,7 @@
 
 - `train.args`: parsed by the trainer's own parser, with `train.config` loaded and
   validated by the trainer's own schema (`python -m trainer train --dry-run`, as the run
-  script will call it: deploy/trainer_cli.py); with a local `dataset.cache`, the cache's
+  script will call it: deploy/local/trainer_cli.py); with a local `dataset.cache`, the cache's
   feature settings against the config's too.
 - `dataset.path`: `python -m trainer scan` (layout, class names, unreadable files, label
   conflicts, duplicates, long clips; the job model reads its durations and resolutions).
@@ -29,9 +29,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from deploy import trainer_cli
 from deploy.config import OVERLAY, VENV_MODES
 from deploy.errors import UsageError
+from deploy.local import trainer_cli
 
 # The example value of ssh.host in the shipped configs/deploy.yaml (and the README's).
 PLACEHOLDER_HOSTS = ("gpu-box",)
@@ -252,16 +252,16 @@ def require_dataset(config: dict) -> None:
 
 # -- the ssh host, visited read-only ------------------------------------------------------
 def host_value(value: str) -> str:
-    """A value the host sent, made safe for this terminal (deploy/host_text.py) and bounded."""
-    from deploy import host_text
+    """A value the host sent, made safe for this terminal (deploy/host/host_text.py) and bounded."""
+    from deploy.host import host_text
 
     text = host_text.one_line(value)
     return text[:MAX_HOST_TEXT] + ("..." if len(text) > MAX_HOST_TEXT else "")
 
 
 def probe_script(config: dict) -> str:
-    from deploy.layout import Layout
-    from deploy.remote import q, rpath
+    from deploy.host.layout import Layout
+    from deploy.host.remote import q, rpath
     from deploy.start import _FIND_PACKAGES
 
     py = q(Layout.host_python(config))
@@ -287,8 +287,8 @@ fi
 
 def ssh_host(provider, f: Findings, upload_bytes: int = 0) -> None:
     """Provider ssh, in `check`: connect with a throw-away copy of the pinned keys and look, changing nothing."""
-    from deploy.hostcheck import MIN_PYTHON
-    from deploy.remote import Remote, host_label, known_hosts_name
+    from deploy.host.hostcheck import MIN_PYTHON
+    from deploy.host.remote import Remote, host_label, known_hosts_name
 
     from deploy.providers.base import Host
 
@@ -327,7 +327,7 @@ def ssh_host(provider, f: Findings, upload_bytes: int = 0) -> None:
 
 
 def _judge_host(config: dict, facts: dict, f: Findings, upload_bytes: int, min_python: tuple) -> None:
-    from deploy.layout import Layout
+    from deploy.host.layout import Layout
 
     ws, py = config["remote"]["workspace"], config["remote"]["python"]
     probe_py = Layout.host_python(config)

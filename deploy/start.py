@@ -21,9 +21,9 @@ import shlex
 import time
 
 from deploy.errors import UsageError
-from deploy.layout import Layout
-from deploy.remote import Remote, q, rpath
-from deploy.runstate import RUN_MARK, STATE_SH
+from deploy.host.layout import Layout
+from deploy.host.remote import Remote, q, rpath
+from deploy.host.shipped.runstate import RUN_MARK, STATE_SH
 
 
 
@@ -36,7 +36,7 @@ def new_run_name() -> str:
 
 
 def running_runs_script(layout: Layout) -> str:
-    """sh: print the names of runs that are alive on the host (deploy/runstate.py decides)."""
+    """sh: print the names of runs that are alive on the host (deploy/host/shipped/runstate.py decides)."""
     return STATE_SH + f"""
 for d in {rpath(layout.runs)}/*/; do
   d=${{d%/}}

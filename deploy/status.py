@@ -4,7 +4,7 @@ Everything comes from one remote command (sections separated by marker lines) so
 status costs one round trip; the table is drawn with rich. Every section is the host's
 word: one that does not parse (an nvidia-smi field over the csv module's 128 KiB limit, a
 `df` that prints words, a watchdog status file with a non-number in it) is shown as
-unreadable, and all host text is drawn through deploy/host_text.py.
+unreadable, and all host text is drawn through deploy/host/host_text.py.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import json
 import math
 import time
 
-from deploy import gpu_stats, host_text
-from deploy.layout import Layout
+from deploy.host import gpu_stats, host_text
+from deploy.host.layout import Layout
+from deploy.host.remote import Remote, rpath
 from deploy.logs import run_state
-from deploy.remote import Remote, rpath
 
 # what a section of the host's answer may raise when it is not what the command prints
 _PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, csv.Error)

@@ -14,10 +14,10 @@ import sys
 import time
 
 from deploy.errors import UsageError
-from deploy.layout import Layout
+from deploy.host.layout import Layout
+from deploy.host.remote import Remote, rpath
+from deploy.host.shipped.runstate import STATE_SH
 from deploy.logs import run_state
-from deploy.remote import Remote, rpath
-from deploy.runstate import STATE_SH
 
 WAIT_S = 120  # the trainer's checkpoint on SIGTERM is one model save: seconds, even for a large model
 

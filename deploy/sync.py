@@ -8,7 +8,7 @@ same pinned known_hosts as fabric, a progress display, the bytes actually sent, 
 one-line errors for the usual failures.
 
 A dataset given as an HTTP(S) archive URL or a Kaggle slug is downloaded by the host
-itself (deploy/download_dataset.py), credentials going through the SSH channel's
+itself (deploy/host/shipped/download_dataset.py), credentials going through the SSH channel's
 stdin only.
 """
 
@@ -27,13 +27,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import download_dataset, safe_tree
 from deploy.config import AUTO_VENV, OVERLAY
+from deploy.dataset import source as dataset_source
 from deploy.errors import UsageError
+from deploy.host.layout import Layout, project_root
+from deploy.host.overlay import ensure_overlay
+from deploy.host.remote import Remote, explain, q, rpath
+from deploy.host.shipped import download_dataset, safe_tree
 from deploy.http_guard import refuse_plain_http
-from deploy.layout import Layout, project_root
-from deploy.overlay import ensure_overlay
-from deploy.remote import Remote, explain, q, rpath
 from deploy.start import running_runs_script
 
 # The project's code as the host needs it: everything else (.venv, .git, datasets, runs) stays home.
@@ -217,7 +218,7 @@ def _count(text: str | None) -> int:
 
 def refuse_under_a_live_run(remote: Remote, running: list[str]) -> None:
     """The code sync mirrors with --delete and a changed venv is rebuilt (rm -rf): neither may happen
-    under a run that is alive (deploy/runstate.py's rule, as start, logs and fetch use it)."""
+    under a run that is alive (deploy/host/shipped/runstate.py's rule, as start, logs and fetch use it)."""
     if running:
         raise UsageError(f"run {running[0]} is running on {remote.host.host}: sync would replace its code (and "
                          f"its venv) under it; stop it first with `python -m deploy stop` (it saves a checkpoint; "
@@ -257,12 +258,16 @@ def sync_folder(remote: Remote, local: Path, target: str, what: str, bwlimit: in
 
 
 def host_program(*modules) -> str:
-    """One `python3 -c` program made of stdlib-only modules of deploy/ (the host has no deploy
-    package): each but the last is registered as `deploy.<name>` in sys.modules, then the last
-    runs as __main__ (so `from deploy.safe_tree import ...` works there as it does here)."""
-    lines = ["import sys, types", "sys.modules.setdefault('deploy', types.ModuleType('deploy'))"]
+    """One `python3 -c` program made of stdlib-only modules of deploy/host/shipped/ (the host has no
+    deploy package): each but the last is registered under its own dotted name in sys.modules (its
+    parent packages as empty modules), then the last runs as __main__ (so
+    `from deploy.host.shipped.safe_tree import ...` works there as it does here)."""
+    lines = ["import sys, types"]
     for module in modules[:-1]:
         name = module.__name__
+        parts = name.split(".")
+        for parent in (".".join(parts[:i]) for i in range(1, len(parts))):
+            lines.append(f"sys.modules.setdefault({parent!r}, types.ModuleType({parent!r}))")
         lines += [f"_m = sys.modules[{name!r}] = types.ModuleType({name!r})",
                   f"exec(compile({Path(module.__file__).read_text()!r}, {name!r}, 'exec'), _m.__dict__)"]
     main = modules[-1]
@@ -273,11 +278,11 @@ def host_program(*modules) -> str:
 
 def download_remotely(remote: Remote, layout: Layout, config: dict) -> None:
     """The host fetches the archive itself; what it needs travels on the SSH channel's stdin only,
-    and for Kaggle that is a signed link resolved here (deploy/kaggle.py), never the account's key."""
+    and for Kaggle that is a signed link resolved here (deploy/dataset/kaggle.py), never the account's key."""
     ds = config["dataset"]
     if ds["url"] and ds["token_env"]:
         refuse_plain_http(ds["url"], "the dataset credentials", "dataset.url")
-    spec = download_dataset.for_host(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
+    spec = dataset_source.for_host(ds["url"], ds["kaggle"], ds["token_env"], os.environ)
     py = Layout.host_python(config)
     print(f"the host downloads the dataset from {download_dataset.redact(spec['url'])}")
     program = host_program(safe_tree, download_dataset)

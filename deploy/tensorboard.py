@@ -2,7 +2,7 @@
 
 TensorBoard runs on the host (where the event files are being written), bound to
 127.0.0.1 there with `--port 0` (a free port the OS picks), and is reached through a
-local port forwarded over the pinned SSH connection (deploy/tunnel.py). No port is
+local port forwarded over the pinned SSH connection (deploy/host/tunnel.py). No port is
 opened on the instance, nothing is copied, and the graphs are live.
 
 The remote TensorBoard is the command of an SSH session with a pseudo-terminal, so
@@ -14,7 +14,7 @@ start.py) that none of this touches.
 The local port is not open to everyone who can reach 127.0.0.1 (other local users, a web page
 rebinding its name to 127.0.0.1): TensorBoard serves under a random path prefix
 (`--path_prefix`), and the tunnel forwards only requests under it with a local Host header
-(deploy/tunnel_gate.py). The first line on stdout is exactly
+(deploy/host/tunnel_gate.py). The first line on stdout is exactly
 `TensorBoard: http://127.0.0.1:PORT/<secret>/` (scripts read it); everything else goes to
 stderr. After a dropped link we reconnect, start a new TensorBoard (same prefix) and keep the
 same local port, so the open browser tab keeps working.
@@ -32,11 +32,11 @@ import uuid
 
 import paramiko
 
-from deploy import host_text
 from deploy.errors import UsageError
-from deploy.layout import Layout
-from deploy.remote import Remote, explain, q, rpath
-from deploy.tunnel import ForwardRefused, LocalForward
+from deploy.host import host_text
+from deploy.host.layout import Layout
+from deploy.host.remote import Remote, explain, q, rpath
+from deploy.host.tunnel import ForwardRefused, LocalForward
 
 START_TIMEOUT = 180  # seconds for TensorBoard to say where it listens (it imports TensorFlow when present)
 RECONNECT_FOR = 120

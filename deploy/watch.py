@@ -20,9 +20,10 @@ import sys
 import time
 import types
 
-from deploy import gpu_stats, host_text, status
+from deploy import status
 from deploy.errors import UsageError
-from deploy.remote import rpath
+from deploy.host import gpu_stats, host_text
+from deploy.host.remote import rpath
 
 RECONNECT_FOR = 120
 DESCRIBE_EVERY = 60  # seconds between provider API calls for the money figures
@@ -89,7 +90,7 @@ def money(facts: dict) -> str:
 
 def rows(info: dict, facts: dict) -> list[tuple[str, str]]:
     """The view as (label, text) rows; the terminal and the plain output print the same rows, each one
-    line of text with no control character of the host's (deploy/host_text.py)."""
+    line of text with no control character of the host's (deploy/host/host_text.py)."""
     out = [("host", f"{info['host']}  provider {facts.get('provider', '?')}")]
     state = info.get("state", "")
     if info.get("exit_code") is not None:

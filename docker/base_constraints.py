@@ -7,7 +7,7 @@ and tested together. `pip install -c <this output> -r requirements` either adds 
 what is missing or fails, naming the conflict.
 
 Run by the thin image's Dockerfile (bind-mounted) and, as `python -c <this file>`, by
-deploy/overlay.py on the host, so both places pin the same way.
+deploy/host/overlay.py on the host, so both places pin the same way.
 """
 
 import importlib.metadata as md

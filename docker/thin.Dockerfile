@@ -8,7 +8,7 @@
 # across repositories) receives only these layers on `make push`. Build with
 # `make image-thin` (docker/image_build.py build --variant thin).
 #
-# VAST_TF_IMAGE: a vendor TensorFlow tag that exists (deploy/providers/vast_image.py's
+# VAST_TF_IMAGE: a vendor TensorFlow tag that exists (deploy/providers/vast/image.py's
 # VENDOR_TF_IMAGE, which says where the tag was seen; `make check` asks the registry). The
 # vendor builds its tags from TENSORFLOW_VERSION over a CUDA base (derivatives/tensorflow/
 # README.build.md:9-15): TensorFlow 2.19 with its own Keras and TensorBoard, which our

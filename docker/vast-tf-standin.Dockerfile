@@ -13,7 +13,7 @@
 #   (Dockerfile:331 PYTHON_VERSION=3.10, :336-355 conda create -p /venv/main python=3.10).
 #   Neither Ubuntu nor conda-forge can be reached here (only Debian, PyPI and npm): this is our
 #   Debian 12 base (docker/build_base.sh) and /venv/main is a PEP 405 venv over Debian's
-#   Python 3.11. The difference that matters to deploy/overlay.py: a conda env is a prefix
+#   Python 3.11. The difference that matters to deploy/host/overlay.py: a conda env is a prefix
 #   install (sys.prefix == sys.base_prefix, its own lib/python3.10/site-packages) where this is
 #   a venv (pyvenv.cfg); overlay.py reads the base's site-packages folders from the interpreter
 #   itself (site.getsitepackages + sysconfig), which covers both. The Python minor version

@@ -7,7 +7,7 @@ have nothing to do with the code. A Python handler, unlike SIG_IGN, is reset to 
 default on exec, so installing Python's own handler here gives every child the default.
 
 No test may send a request beyond 127.0.0.1: the public registries an image reference can
-name are mapped to a closed port here (deploy/registry.py's DEPLOY_REGISTRY_MAP), and tests
+name are mapped to a closed port here (deploy/providers/vast/registry.py's DEPLOY_REGISTRY_MAP), and tests
 that look an image up map them to their own registry server.
 """
 

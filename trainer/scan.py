@@ -205,7 +205,7 @@ def _counts(items) -> dict[str, int]:
 
 
 def _decode_work(facts: dict) -> dict:
-    """What decoding every video costs: frames and frames x pixels (deploy/plan.py turns these into core-seconds)."""
+    """What decoding every video costs: frames and frames x pixels (deploy/plan/ turns these into core-seconds)."""
     ok = [f for f in facts.values() if f.get("frames") and f.get("width")]
     return {"videos_measured": len(ok), "frames": sum(f["frames"] for f in ok),
             "pixel_frames": sum(f["frames"] * f["width"] * f["height"] for f in ok)}

@@ -11,7 +11,7 @@ from deploy.errors import UsageError
 
 PROVIDERS = {
     "ssh": "deploy.providers.ssh:SshProvider",
-    "vast": "deploy.providers.vast:VastProvider",
+    "vast": "deploy.providers.vast.provider:VastProvider",
 }
 
 

@@ -42,7 +42,7 @@ class Provider(ABC):
 
     def __init__(self, config: dict, state):
         self.config = config
-        self.state = state  # deploy.state.State: the .deploy/ folder
+        self.state = state  # deploy.local.state.State: the .deploy/ folder
 
     def offers(self, as_json: bool = False) -> int:
         """Print what could be rented (only meaningful for renting providers)."""

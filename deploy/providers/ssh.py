@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 from deploy.errors import UsageError
+from deploy.host.remote import Remote
 from deploy.providers.base import Host, Provider
-from deploy.remote import Remote
 
 
 class SshProvider(Provider):

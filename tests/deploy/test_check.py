@@ -1,6 +1,6 @@
 """`python -m deploy check`: each misconfiguration is one line saying what to fix; nothing is rented.
 
-Also the SSH agent fix in deploy/remote.py: a passphrase-protected `ssh.identity_file`
+Also the SSH agent fix in deploy/host/remote.py: a passphrase-protected `ssh.identity_file`
 works through ssh-agent instead of being "refused" at every attempt.
 """
 
@@ -110,8 +110,8 @@ def _passphrase_key(tmp_path: Path, sshd, sock: str | None) -> Path:
 
 
 def test_a_passphrase_key_in_the_agent_connects(sshd, tmp_path, agent, monkeypatch):
+    from deploy.host.remote import Remote
     from deploy.providers.base import Host
-    from deploy.remote import Remote
 
     key = _passphrase_key(tmp_path, sshd, agent)
     monkeypatch.setenv("SSH_AUTH_SOCK", agent)

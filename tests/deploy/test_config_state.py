@@ -11,8 +11,8 @@ import yaml
 
 from deploy import config
 from deploy.errors import UsageError
+from deploy.local.state import State
 from deploy.providers.base import Host
-from deploy.state import State
 
 REPO_CONFIG = "configs/deploy.yaml"
 
@@ -86,7 +86,7 @@ def test_state_round_trip_and_results_fetched(tmp_path):
 
 
 def test_disk_full_is_explained():
-    from deploy.remote import explain
+    from deploy.host.remote import explain
 
     msg = explain("rsync: write failed on \"/ws/dataset/x.mp4\": No space left on device (28)\n", 11)
     assert "disk is full" in msg and "larger disk" in msg

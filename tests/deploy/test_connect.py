@@ -8,8 +8,8 @@ import time
 import pytest
 
 from deploy.errors import UsageError
+from deploy.host.remote import Remote
 from deploy.providers.base import Host
-from deploy.remote import Remote
 from deploy.sync import rsync
 from tests.deploy.sshd import free_port
 
@@ -103,8 +103,8 @@ def test_large_stdin_with_chatty_output_does_not_deadlock(project):
 
 CTRL_C_SCRIPT = """
 import json, sys
+from deploy.host.remote import Remote
 from deploy.providers.base import Host
-from deploy.remote import Remote
 host, known, marker, stdin = json.loads(sys.argv[1])
 remote = Remote(Host(**host), known).connect()
 try:

@@ -1,4 +1,4 @@
-"""The host's own dataset download (deploy/download_dataset.py, started by `sync` over the real
+"""The host's own dataset download (deploy/host/shipped/download_dataset.py, started by `sync` over the real
 sshd), against archives and servers that misbehave on purpose: links in archives (with and
 without tarfile.data_filter, i.e. Debian 12's Python 3.11.2), resumes that must not splice two
 files, 416s, redirects, an archive that cannot be unpacked; and Kaggle, whose key never leaves
@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from deploy import download_dataset
+from deploy.host.shipped import download_dataset
 
 
 # -- archives ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from deploy.runstate import RUN_MARK
+from deploy.host.shipped.runstate import RUN_MARK
 
 
 def digest(path) -> str:

@@ -1,6 +1,6 @@
 """Host text never reaches the terminal raw: `logs` (plain and --follow, through a pipe and under a
 real terminal, tmux) shows train.log's text without its control sequences, and the one sanitiser
-(deploy/host_text.py) that every path uses removes what a terminal would act on."""
+(deploy/host/host_text.py) that every path uses removes what a terminal would act on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from deploy import host_text
+from deploy.host import host_text
 from tests.deploy.watch_support import wait_for
 
 # What a hostile train.log carries: an OSC 52 clipboard write, a window-title change (OSC 0, ended by

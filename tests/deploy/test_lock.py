@@ -1,4 +1,4 @@
-"""One deploy command at a time per .deploy/ (deploy/lock.py): a second terminal is told who holds
+"""One deploy command at a time per .deploy/ (deploy/local/lock.py): a second terminal is told who holds
 it, read-only commands are not blocked, a killed holder never leaves it stuck, and two `up`s at
 once rent one instance, not two (real sshd, the real vastai SDK against the fake API)."""
 
@@ -43,7 +43,7 @@ def test_a_second_command_is_told_which_pid_holds_the_lock(project):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(project):
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from deploy.lock import DeployLock; "
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from deploy.local.lock import DeployLock; "
             "DeployLock('.deploy').acquire(); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(os.getcwd())], cwd=project.cwd,
                               stdout=subprocess.PIPE, text=True)
@@ -89,8 +89,8 @@ def test_two_ups_at_once_rent_one_instance(vast):
 
 
 def _vast_provider(root):
-    from deploy.providers.vast import VastProvider
-    from deploy.state import State
+    from deploy.local.state import State
+    from deploy.providers.vast.provider import VastProvider
 
     return VastProvider({"vast": {}, "remote": {"workspace": "/workspace"}}, State(root))
 

@@ -1,4 +1,4 @@
-"""The job model (deploy/plan.py): which offer makes the whole job cheapest, phase by phase.
+"""The job model (deploy/plan/job_model.py): which offer makes the whole job cheapest, phase by phase.
 
 Offers are shaped like rows of the vendor spec's search response (vast-ai/docs,
 api-reference/openapi/yaml/search_offers.yaml, `offers` example): only fields that row has.
@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from deploy import plan, plan_config, plan_report
+from deploy.plan import inputs, job_model, report
 
 
 def spec_offer(**over) -> dict:
@@ -36,46 +36,47 @@ FAST = spec_offer(id=202, dph_total=0.80, inet_down=2000.0, total_flops=130.0, d
 CATALOGUE = [CHEAP_SLOW, FAST]
 
 
-def seedlike_job(upload_gb: float, videos: int = 15_398, uplink: float = 1000.0, **kw) -> plan.Job:
-    return plan.Job(upload_bytes=int(upload_gb * 1e9), videos=videos, train_samples=int(videos * 0.7),
+def seedlike_job(upload_gb: float, videos: int = 15_398, uplink: float = 1000.0, **kw) -> job_model.Job:
+    return job_model.Job(upload_bytes=int(upload_gb * 1e9), videos=videos, train_samples=int(videos * 0.7),
                     val_samples=int(videos * 0.15), epochs=kw.pop("epochs", 100), uplink_mbps=uplink,
                     image_bytes=int(kw.pop("image_gb", 3) * 1e9), **kw)
 
 
 def test_a_large_local_dataset_makes_the_faster_pricier_offer_win():
-    ranked = plan.rank(CATALOGUE, seedlike_job(upload_gb=60))
+    ranked = job_model.rank(CATALOGUE, seedlike_job(upload_gb=60))
     assert [o["id"] for o, _ in ranked] == [202, 101]
     cheap = dict((o["id"], e) for o, e in ranked)[101]
     assert cheap["dominant"] == "upload"  # 60 GB through 200 Mb/s is 40 minutes
     assert cheap["job_cost_usd"] > ranked[0][1]["job_cost_usd"]
     # ranking by the hour alone would have chosen the slow one
-    assert plan.rank(CATALOGUE, seedlike_job(upload_gb=60), order_by="price")[0][0]["id"] == 101
+    assert job_model.rank(CATALOGUE, seedlike_job(upload_gb=60), order_by="price")[0][0]["id"] == 101
 
 
 def test_a_tiny_dataset_lets_the_cheap_offer_win():
     # (the image comes through inet_down too: with a 1 GB image the slow pipe costs 40 s, not minutes)
-    ranked = plan.rank(CATALOGUE, seedlike_job(upload_gb=0.05, videos=200, epochs=5, image_gb=1))
+    ranked = job_model.rank(CATALOGUE, seedlike_job(upload_gb=0.05, videos=200, epochs=5, image_gb=1))
     assert ranked[0][0]["id"] == 101
     # the same tiny job with a 7 GB image: the pull through 200 Mb/s (4.7 min) tips it to the fast offer
-    assert plan.rank(CATALOGUE, seedlike_job(upload_gb=0.05, videos=200, epochs=5, image_gb=7))[0][0]["id"] == 202
+    assert job_model.rank(CATALOGUE, seedlike_job(upload_gb=0.05, videos=200, epochs=5, image_gb=7))[0][0]["id"] == 202
 
 
 def test_a_host_side_download_takes_the_users_uplink_out_of_the_picture():
     local_slow = seedlike_job(upload_gb=20, uplink=10.0)
     local_fast = seedlike_job(upload_gb=20, uplink=10_000.0)
-    assert plan.estimate(FAST, local_slow)["phases"]["upload"] > 10 * plan.estimate(FAST, local_fast)["phases"]["upload"]
+    assert (job_model.estimate(FAST, local_slow)["phases"]["upload"]
+            > 10 * job_model.estimate(FAST, local_fast)["phases"]["upload"])
     url_slow = seedlike_job(upload_gb=0, uplink=10.0)
     url_slow.download_bytes = int(20e9)
     url_fast = seedlike_job(upload_gb=0, uplink=10_000.0)
     url_fast.download_bytes = int(20e9)
-    assert plan.estimate(FAST, url_slow)["phases"] == plan.estimate(FAST, url_fast)["phases"]
+    assert job_model.estimate(FAST, url_slow)["phases"] == job_model.estimate(FAST, url_fast)["phases"]
     # 20 GB over the host's 2,000 Mb/s (80 s) plus unpacking at disk_bw 1,500 MB/s (13.3 s)
-    assert plan.estimate(FAST, url_slow)["phases"]["upload"] * 3600 == pytest.approx(80 + 20e9 / 1.5e9, abs=0.5)
+    assert job_model.estimate(FAST, url_slow)["phases"]["upload"] * 3600 == pytest.approx(80 + 20e9 / 1.5e9, abs=0.5)
 
 
 def test_the_breakdown_sums_to_the_total_and_the_cost_is_price_times_hours():
     for offer in CATALOGUE:
-        est = plan.estimate(offer, seedlike_job(upload_gb=12))
+        est = job_model.estimate(offer, seedlike_job(upload_gb=12))
         assert sum(est["phases"].values()) == pytest.approx(est["job_hours"], abs=1e-3)
         assert est["job_cost_usd"] == pytest.approx(offer["dph_total"] * est["job_hours"], abs=0.01)
 
@@ -84,8 +85,8 @@ def test_bandwidth_is_billed_both_ways():
     """billing.mdx:83: bandwidth "for every byte sent or received": the dataset and image in at
     inet_down_cost, the fetched results out at inet_up_cost ($/GB, the offer row's fields)."""
     job = seedlike_job(upload_gb=10, image_gb=2)
-    down_only = plan.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=0.0), job)
-    both = plan.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=2.0), job)
+    down_only = job_model.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=0.0), job)
+    both = job_model.estimate(spec_offer(inet_down_cost=0.01, inet_up_cost=2.0), job)
     assert down_only["bandwidth_usd"] == pytest.approx(12 * 0.01, abs=0.005)
     out_gb = job.result_bytes() / 1e9
     assert 0.02 < out_gb < 1  # best_model.keras (weights + Adam's moments) and the small results
@@ -96,29 +97,30 @@ def test_bandwidth_is_billed_both_ways():
 def test_a_stopped_rows_prices_are_read_as_the_row_says_them():
     """show_instance.yaml: dph_base is the GPU's $/h, storage_total_cost the disk's; a stopped row whose
     dph_total no longer carries the GPU must not price the GPU at 0 (or the disk at the GPU's rate)."""
-    from deploy.providers import vast_rows
+    from deploy.providers.vast import rows
 
     running = {"dph_base": 1.0, "dph_total": 1.0020740740740741, "storage_total_cost": 0.002074074074074074}
-    assert vast_rows.hourly_parts(running) == pytest.approx((1.0, 0.002074074074074074))
+    assert rows.hourly_parts(running) == pytest.approx((1.0, 0.002074074074074074))
     stopped = {**running, "dph_total": 0.002074074074074074, "intended_status": "stopped"}
-    assert vast_rows.hourly_parts(stopped) == pytest.approx((1.0, 0.002074074074074074))
+    assert rows.hourly_parts(stopped) == pytest.approx((1.0, 0.002074074074074074))
     no_base = {"dph_total": 0.5, "storage_total_cost": 0.1}
-    assert vast_rows.hourly_parts(no_base) == pytest.approx((0.4, 0.1))
+    assert rows.hourly_parts(no_base) == pytest.approx((0.4, 0.1))
 
 
 def test_upload_goes_through_the_slower_of_the_two_pipes():
     job = seedlike_job(upload_gb=10, uplink=50.0)
-    est = plan.estimate(FAST, job)  # inet_down 2,000 Mb/s, uplink 50 Mb/s -> 10e9*8/50e6 = 1,600 s
+    est = job_model.estimate(FAST, job)  # inet_down 2,000 Mb/s, uplink 50 Mb/s -> 10e9*8/50e6 = 1,600 s
     assert est["phases"]["upload"] * 3600 == pytest.approx(1600, rel=1e-3)
-    assert plan.bound(plan.estimate(CHEAP_SLOW, seedlike_job(upload_gb=60))).startswith("upload-bound: 40 min of ")
+    est = job_model.estimate(CHEAP_SLOW, seedlike_job(upload_gb=60))
+    assert job_model.bound(est).startswith("upload-bound: 40 min of ")
 
 
 def test_extraction_is_bounded_by_decode_on_few_cores_and_by_the_gpu_on_many():
     job = seedlike_job(upload_gb=0, epochs=0)
-    few = plan.phase_seconds(spec_offer(cpu_cores_effective=2, total_flops=130.0), job)["extract"]
-    many = plan.phase_seconds(spec_offer(cpu_cores_effective=512, total_flops=130.0), job)["extract"]
-    more_gpu = plan.phase_seconds(spec_offer(cpu_cores_effective=512, total_flops=260.0), job)["extract"]
-    assert few - plan.EXTRACT_STARTUP_S == pytest.approx(15_398 / (2 * plan.DECODE_VIDEOS_PER_S_PER_CORE))
+    few = job_model.phase_seconds(spec_offer(cpu_cores_effective=2, total_flops=130.0), job)["extract"]
+    many = job_model.phase_seconds(spec_offer(cpu_cores_effective=512, total_flops=130.0), job)["extract"]
+    more_gpu = job_model.phase_seconds(spec_offer(cpu_cores_effective=512, total_flops=260.0), job)["extract"]
+    assert few - job_model.EXTRACT_STARTUP_S == pytest.approx(15_398 / (2 * job_model.DECODE_VIDEOS_PER_S_PER_CORE))
     assert many < few and more_gpu < many  # GPU-bound once the cores are plenty
 
 
@@ -128,10 +130,10 @@ def test_dataset_cache_sends_only_the_cache_and_skips_extraction(tmp_path):
     (cache / "features" / "a.npy").write_bytes(b"x" * 3_000_000)
     cfg = {"dataset": {"path": str(tmp_path / "no-such-dataset"), "cache": str(cache)},
            "vast": {"image_gb": 3, "uplink_mbps": 40}, "train": {"config": None, "args": ["--epochs", "7"]}}
-    job = plan_config.job_from_config(cfg, lookups=False)
+    job = inputs.job_from_config(cfg, lookups=False)
     assert job.upload_bytes == 3_000_000 and job.videos == 0 and job.epochs == 7
     assert job.uplink_mbps == 40 and job.image_bytes == 3_000_000_000
-    assert plan.estimate(FAST, job)["phases"]["extract"] == 0
+    assert job_model.estimate(FAST, job)["phases"]["extract"] == 0
 
 
 def test_local_dataset_counts_videos_and_bytes(tmp_path):
@@ -141,7 +143,7 @@ def test_local_dataset_counts_videos_and_bytes(tmp_path):
         for i in range(5):
             (ds / cls / f"v{i}.mp4").write_bytes(b"v" * 1000)
     (ds / "README.txt").write_text("not a video")
-    job = plan_config.job_from_config({"dataset": {"path": str(ds)}, "vast": {"image_gb": 1}, "train": {}},
+    job = inputs.job_from_config({"dataset": {"path": str(ds)}, "vast": {"image_gb": 1}, "train": {}},
                                measured={"uplink_mbps": 77, "uplink_how": "by sync"}, lookups=False)
     assert job.videos == 10 and job.upload_bytes == 10_000 + len("not a video")
     assert job.train_samples == 7 and job.uplink_mbps == 77
@@ -185,7 +187,7 @@ def test_download_size_comes_from_content_length(http_server):
     server, addr = http_server
     _Handler.routes = {"/rlvs.zip": (200, {"Content-Length": "123456789"}, b"")}
     cfg = {"dataset": {"url": f"http://{addr}/rlvs.zip", "path": None}, "vast": {"image_gb": 1}, "train": {}}
-    job = plan_config.job_from_config(cfg, env={})
+    job = inputs.job_from_config(cfg, env={})
     assert job.download_bytes == 123_456_789 and job.upload_bytes == 0
     assert job.sources["download"] == "HTTP Content-Length"
 
@@ -195,7 +197,7 @@ def test_kaggle_size_comes_from_the_dataset_view(http_server):
     body = json.dumps({"ref": "owner/set", "totalBytes": 987654321}).encode()
     _Handler.routes = {"/api/v1/datasets/view/owner/set": (200, {"Content-Type": "application/json"}, body)}
     cfg = {"dataset": {"kaggle": "owner/set", "path": None}, "vast": {"image_gb": 1}, "train": {}}
-    job = plan_config.job_from_config(cfg, env={"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k",
+    job = inputs.job_from_config(cfg, env={"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k",
                                          "DEPLOY_KAGGLE_API": f"http://{addr}/api/v1"})
     assert job.download_bytes == 987_654_321
 
@@ -209,7 +211,7 @@ def test_run_times_from_the_run_scripts_own_lines():
         "[deploy] 2026-12-01T10:40:05Z run ended with exit code 0",
     ])
     hist = "epoch,accuracy\n0,0.5\n1,0.6\n2,0.7\n"
-    t = plan_report.run_times(log, hist)
+    t = report.run_times(log, hist)
     assert t["train_start"] - t["extract_start"] == 600 and t["ended"] - t["train_start"] == 1800
     assert t["epochs"] == 3 and t["exit_code"] == "0" and t["videos"] == 10
 
@@ -220,35 +222,35 @@ def test_a_run_shorter_than_a_second_is_still_timed():
         "[deploy] 2026-12-01T10:00:00.100000000Z train",
         "[deploy] 2026-12-01T10:00:00.850000000Z run ended with exit code 0",
     ])
-    t = plan_report.run_times(log)
+    t = report.run_times(log)
     assert t["ended"] - t["train_start"] == pytest.approx(0.75, abs=1e-6)
-    t = plan_report.run_times("[deploy] 2026-12-01T10:00:00.%NZ train\n[deploy] 2026-12-01T10:00:02.NZ run ended with exit code 0")
+    t = report.run_times("[deploy] 2026-12-01T10:00:00.%NZ train\n[deploy] 2026-12-01T10:00:02.NZ run ended with exit code 0")
     assert t["ended"] - t["train_start"] == 2
 
 
 def test_a_finished_run_corrects_the_next_estimate(tmp_path):
     root = tmp_path / ".deploy"
     job = seedlike_job(upload_gb=1)
-    est = plan.estimate(FAST, job)
-    plan_report.remember_estimate(root, est, plan_config.describe_inputs(job))
-    plan_report.record_sync(root, 1000.0, 1100.0, 500_000_000, "local")
+    est = job_model.estimate(FAST, job)
+    report.remember_estimate(root, est, inputs.describe_inputs(job))
+    report.record_sync(root, 1000.0, 1100.0, 500_000_000, "local")
     train_h = est["phases"]["train"]
     log = ("[deploy] 2026-12-01T10:00:00Z run r1 on box\n[deploy] 2026-12-01T10:00:00Z train\n"
            f"[deploy] {_iso(1796119200 + train_h * 2 * 3600)} run ended with exit code 0\n")
     out = []
-    plan_report.print_estimate_vs_actual(root, log, "epoch\n1\n", file=_Lines(out))
+    report.print_estimate_vs_actual(root, log, "epoch\n1\n", file=_Lines(out))
     text = "\n".join(out)
     assert "estimate vs actual" in text and "upload" in text and "train" in text
-    m = plan_report.measured(root)
+    m = report.measured(root)
     assert m["uplink_mbps"] == pytest.approx(500_000_000 * 8 / 1e6 / 100, rel=1e-3)  # 40 Mb/s, from the sync
     assert m["corrections"]["train"] == pytest.approx(2.0, rel=0.01)
-    plan_report.print_estimate_vs_actual(root, log, "epoch\n1\n", file=_Lines([]))  # status, then fetch
-    assert plan_report.measured(root)["corrections"]["train"] == m["corrections"]["train"]  # not compounded
-    again = plan_config.job_from_config({"dataset": {"path": None}, "vast": {"image_gb": 3}, "train": {}},
+    report.print_estimate_vs_actual(root, log, "epoch\n1\n", file=_Lines([]))  # status, then fetch
+    assert report.measured(root)["corrections"]["train"] == m["corrections"]["train"]  # not compounded
+    again = inputs.job_from_config({"dataset": {"path": None}, "vast": {"image_gb": 3}, "train": {}},
                                  measured=m, lookups=False)
     assert again.corrections["train"] == pytest.approx(2.0, rel=0.01) and again.uplink_mbps == m["uplink_mbps"]
     job.corrections = again.corrections
-    assert plan.estimate(FAST, job)["phases"]["train"] == pytest.approx(2 * train_h, rel=0.01)
+    assert job_model.estimate(FAST, job)["phases"]["train"] == pytest.approx(2 * train_h, rel=0.01)
 
 
 def _iso(t: float) -> str:
@@ -347,13 +349,13 @@ def test_estimate_vs_actual_after_a_run_on_the_real_sshd(vast, fake_trainer):
 
 def test_a_failed_run_teaches_nothing(tmp_path):
     root = tmp_path / ".deploy"
-    est = plan.estimate(FAST, seedlike_job(upload_gb=1))
-    plan_report.remember_estimate(root, est, "inputs")
+    est = job_model.estimate(FAST, seedlike_job(upload_gb=1))
+    report.remember_estimate(root, est, "inputs")
     log = ("[deploy] 2026-12-01T10:00:00Z run r1 on box\n[deploy] 2026-12-01T10:00:00Z train\n"
            "[deploy] 2026-12-01T10:00:09Z run ended with exit code 1\n")
-    lines = plan_report.estimate_vs_actual(root, log, "")
+    lines = report.estimate_vs_actual(root, log, "")
     assert lines and lines[0].startswith("estimate vs actual (offer 202")
-    assert not plan_report.measured(root).get("corrections")
+    assert not report.measured(root).get("corrections")
 
 
 def test_up_warns_when_the_cost_guards_stop_the_instance_before_the_estimated_job_ends(vast):

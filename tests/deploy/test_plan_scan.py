@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import plan, plan_config
+from deploy.plan import inputs, job_model
 from tests.deploy.test_plan import spec_offer
 from tests.trainer import videos as tv
 
@@ -23,8 +23,8 @@ def dataset(root: Path, size: tuple[int, int], frames: int = 30, per_class: int 
     return root
 
 
-def job_for(ds: Path) -> plan.Job:
-    return plan_config.job_from_config({"dataset": {"path": str(ds)}, "vast": {"image_gb": 1}, "train": {}},
+def job_for(ds: Path) -> job_model.Job:
+    return inputs.job_from_config({"dataset": {"path": str(ds)}, "vast": {"image_gb": 1}, "train": {}},
                                        lookups=False)
 
 
@@ -47,11 +47,11 @@ def test_hd_videos_make_a_longer_extraction_estimate_than_the_same_count_at_640x
     assert sd.videos == hd.videos == 6
     assert hd.decode_pixel_frames == 4 * sd.decode_pixel_frames == 4 * 6 * 30 * 640 * 360
     assert "mostly 1280x720" in hd.sources["videos"]
-    extract = {name: plan.phase_seconds(OFFER, job)["extract"] - plan.EXTRACT_STARTUP_S
+    extract = {name: job_model.phase_seconds(OFFER, job)["extract"] - job_model.EXTRACT_STARTUP_S
                for name, job in (("sd", sd), ("hd", hd))}
     assert extract["hd"] == pytest.approx(4 * extract["sd"])
     # the 640x360 5-s clip (30 fps) the per-video figure was measured on costs what that figure says
-    clip = plan.Job(videos=1, decode_pixel_frames=150 * 640 * 360)
-    per_video = plan.Job(videos=1)
-    assert plan.phase_seconds(OFFER, clip)["extract"] == pytest.approx(
-        plan.phase_seconds(OFFER, per_video)["extract"], rel=0.01)
+    clip = job_model.Job(videos=1, decode_pixel_frames=150 * 640 * 360)
+    per_video = job_model.Job(videos=1)
+    assert job_model.phase_seconds(OFFER, clip)["extract"] == pytest.approx(
+        job_model.phase_seconds(OFFER, per_video)["extract"], rel=0.01)

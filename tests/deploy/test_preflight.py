@@ -191,7 +191,7 @@ def test_remote_python_must_be_one_program_the_run_script_can_start(py, ok):
 
 
 def test_tiny_dataset_is_what_the_preflight_accepts(tmp_path):
-    from deploy import trainer_cli
+    from deploy.local import trainer_cli
 
     out = trainer_cli.scan(str(tiny_dataset(tmp_path / "ds")), None)
     assert out.ok and out.report["videos"] == 2 and out.report["problems"] == []

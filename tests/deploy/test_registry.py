@@ -1,4 +1,4 @@
-"""deploy/registry.py against a real registry server (Debian's docker-registry) on 127.0.0.1.
+"""deploy/providers/vast/registry.py against a real registry server (Debian's docker-registry) on 127.0.0.1.
 
 Images are pushed through the registry's own HTTP API (tests/deploy/registry_server.py); the
 registry then answers exactly as it would answer `docker pull`: manifests by media type, the
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from deploy import registry
+from deploy.providers.vast import registry
 from tests.deploy.registry_server import RegistryServer, push_image
 
 TF_TAGS = ["2.19.0-cuda-12.4.1", "2.16.1-cuda-12.4.1", "latest"]  # the vendor's tags seen in public references

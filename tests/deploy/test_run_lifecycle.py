@@ -259,7 +259,7 @@ def test_stop_ends_the_run_with_143_and_destroys_nothing(project, fake_trainer):
 def test_run_sh_started_by_hand_is_seen_as_running(project, fake_trainer):
     """run.sh says it is safe to re-run by hand; `sh run.sh` then must count as a live run
     everywhere (status, start's refusal, the watchdog), not as an interrupted one."""
-    from deploy import watchdog
+    from deploy.host.shipped import watchdog
 
     fake_trainer.behave(lines=2, delay=0.0)
     run = deployed(project)

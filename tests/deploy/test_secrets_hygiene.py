@@ -36,8 +36,8 @@ def test_the_vast_api_key_is_never_sent_over_plain_http(vast):
 
 
 def test_onstart_keeps_the_instance_key_out_of_etc_environment(tmp_path):
-    from deploy.providers.vast import VastProvider
-    from deploy.state import State
+    from deploy.local.state import State
+    from deploy.providers.vast.provider import VastProvider
 
     shipped = {"image": "r/i:1", "server_url": "https://console.vast.ai"}
     script = VastProvider({"vast": shipped, "remote": {"workspace": str(tmp_path / "ws")}},

@@ -226,9 +226,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 @pytest.mark.slow
 def test_auto_venv_builds_a_virtualenv_from_pyproject_once(project):
-    from deploy.layout import Layout
+    from deploy.host.layout import Layout
+    from deploy.host.remote import Remote
     from deploy.providers.base import Host
-    from deploy.remote import Remote
     from deploy.sync import ensure_venv
 
     project.write_config(remote={"python": "auto-venv"})
@@ -324,9 +324,9 @@ def test_the_feature_cache_sync_never_deletes_what_the_host_extracted(project):
 
 # -- a live run is never pulled out from under -------------------------------------------
 def test_sync_refuses_to_replace_code_or_venv_under_a_live_run(project):
-    """A run is alive on the host (deploy/runstate.py's rule): sync would --delete its code and may
+    """A run is alive on the host (deploy/host/shipped/runstate.py's rule): sync would --delete its code and may
     rebuild (rm -rf) its venv; it refuses before changing anything and says how to stop the run."""
-    from deploy.runstate import RUN_MARK
+    from deploy.host.shipped.runstate import RUN_MARK
 
     make_dataset(project.cwd / "dataset")
     assert project.run("up").returncode == 0

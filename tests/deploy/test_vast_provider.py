@@ -195,7 +195,7 @@ def test_crash_between_create_and_state_write_is_found_by_label(vast):
     vast.fake.add_offer(dph_base=0.6)
     crash = textwrap.dedent(f"""
         import os, sys
-        import deploy.providers.vast as v
+        import deploy.providers.vast.provider as v
         v.VastProvider._remember = lambda *a, **k: os._exit(137)  # killed right after the create answer
         from deploy.cli import main
         sys.exit(main(["--config", {str(vast.project.config_path)!r}, "up"]))
@@ -220,7 +220,7 @@ def test_crash_between_create_and_state_write_is_found_by_label(vast):
 def test_down_is_refused_before_fetch_and_status_shows_the_money(vast):
     vast.fake.add_offer()
     assert vast.run("up").returncode == 0
-    from deploy.state import State
+    from deploy.local.state import State
 
     State(vast.project.cwd / ".deploy").record_start("20250101-000000")  # as `start` records a run
     r = vast.run("down")
@@ -309,8 +309,9 @@ def test_shipped_config_has_every_vast_key_and_the_placeholder_image_is_refused(
     import yaml
 
     from deploy.errors import UsageError
-    from deploy.providers.vast import VAST_DEFAULTS, VastProvider, VastSettings
-    from deploy.state import State
+    from deploy.local.state import State
+    from deploy.providers.vast.provider import VastProvider
+    from deploy.providers.vast.settings import VAST_DEFAULTS, VastSettings
 
     shipped = yaml.safe_load(open(REPO / "configs" / "deploy.yaml"))["vast"]
     s = VastSettings.from_config(shipped)

@@ -186,7 +186,7 @@ def test_status_bills_the_gpu_only_while_running_and_the_disk_while_it_exists(va
 
 
 def test_billed_is_exact():
-    from deploy.cost import billed
+    from deploy.providers.vast.billing import billed
 
     m = billed(1.0, 0.02, running_hours=2.0, exists_hours=5.0, max_hours=None, budget_usd=None, expected_hours=None)
     assert (m["gpu_usd"], m["disk_usd"], m["spent_usd"]) == (2.0, 0.1, 2.1)

@@ -1,4 +1,4 @@
-"""The on-instance watchdog (deploy/watchdog.py), run as the instance runs it, against the fake API.
+"""The on-instance watchdog (deploy/host/shipped/watchdog.py), run as the instance runs it, against the fake API.
 
 It must stop the instance with the instance's own key (CONTAINER_API_KEY) only, never
 with the user's key, even when VAST_API_KEY happens to be in its environment.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from vastai import VastAI
 
-from deploy import watchdog
+from deploy.host.shipped import watchdog
 from deploy.start import RUN_MARK, run_script
 
 WATCHDOG = Path(watchdog.__file__)
@@ -132,7 +132,7 @@ def test_without_a_container_key_it_says_the_guards_are_off(fake_vast, instance,
 
 def test_interrupted_run_is_resumed_from_its_checkpoint():
     config = {"remote": {"python": "python3"}, "train": {"config": "configs/train.yaml", "args": ["--epochs", "3"]}}
-    from deploy.layout import Layout
+    from deploy.host.layout import Layout
 
     script = run_script(Layout("/workspace"), config, "r1", resume=False, skip_extract=True, env={})
     resumed = watchdog.resume_script(script)
@@ -335,7 +335,9 @@ def test_the_watchdog_source_is_python_3_8_and_standard_library_only():
 
     from tests.deploy.py38 import newer_than_38
 
-    for path in (WATCHDOG, WATCHDOG.parent / "runstate.py"):
+    shipped = sorted(WATCHDOG.parent.glob("*.py"))  # deploy/host/shipped/: the watchdog, runstate.py, the download
+    assert WATCHDOG in shipped and WATCHDOG.parent / "runstate.py" in shipped
+    for path in shipped:
         src = path.read_text()
         tree = ast.parse(src, feature_version=(3, 8))
         for node in ast.walk(tree):
@@ -343,5 +345,6 @@ def test_the_watchdog_source_is_python_3_8_and_standard_library_only():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 for name in names:
                     top = name.split(".")[0]
-                    assert top in sys.stdlib_module_names or top in ("runstate", "deploy", "__future__"), (path, name)
+                    assert (top in sys.stdlib_module_names or top in ("runstate", "__future__")
+                            or name == "deploy.host.shipped" or name.startswith("deploy.host.shipped.")), (path, name)
         assert newer_than_38(tree) == [], path

@@ -19,7 +19,8 @@ import urllib.request
 
 import pytest
 
-from deploy import gpu_stats, watch
+from deploy import watch
+from deploy.host import gpu_stats
 from tests.deploy.watch_support import (NVIDIA_SMI_CSV, deploy_and_start, epoch_trainer, fake_nvidia_smi,  # noqa: F401
                                         run_alive, sshd, wait_for)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from deploy.providers.vast_watchdog_setup import WatchdogSetup
+from deploy.providers.vast.watchdog_setup import WatchdogSetup
 
 
 class _Setup(WatchdogSetup):

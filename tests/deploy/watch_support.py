@@ -10,7 +10,7 @@
   one every `delay` seconds, and writes training_history.csv rows like Keras's CSVLogger.
 
 The only part that is not real is the GPU: there is none here, so `fake_nvidia_smi` writes a
-script that prints the CSV text nvidia-smi prints (deploy/gpu_stats.py documents the format).
+script that prints the CSV text nvidia-smi prints (deploy/host/gpu_stats.py documents the format).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def sshd(tmp_path_factory):
         server.stop()
 
 
-# The text nvidia-smi prints for this query (format: deploy/gpu_stats.py), two GPUs, the second
+# The text nvidia-smi prints for this query (format: deploy/host/gpu_stats.py), two GPUs, the second
 # idle with a power reading the driver does not have.
 NVIDIA_SMI_CSV = """\
 index, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB], power.draw [W], power.limit [W], temperature.gpu
@@ -69,7 +69,7 @@ index, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB], power.d
 def fake_nvidia_smi(server: ForwardingSshServer, csv_text: str = NVIDIA_SMI_CSV) -> Path:
     """Put a stand-in `nvidia-smi` on the host's PATH: it answers exactly our query, as the real one
     answers an unknown field or format with an error and exit code 2."""
-    from deploy import gpu_stats
+    from deploy.host import gpu_stats
 
     (server.bin_dir / "gpu.csv").write_text(csv_text)
     script = server.bin_dir / "nvidia-smi"

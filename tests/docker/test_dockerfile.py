@@ -42,9 +42,9 @@ def test_hadolint_reports_nothing_on_the_dockerfiles(name):
 
 
 def test_thin_image_check_and_stand_in_name_the_same_existing_vendor_tag():
-    """The thin image builds FROM the tag `check` recommends, one the vendor publishes (vast_image.py says
+    """The thin image builds FROM the tag `check` recommends, one the vendor publishes (deploy/providers/vast/image.py says
     where it was seen), and the local stand-in carries that tag's TensorFlow version."""
-    from deploy.providers.vast_image import VENDOR_TF_IMAGE
+    from deploy.providers.vast.image import VENDOR_TF_IMAGE
 
     assert image_build.thin_default_base() == VENDOR_TF_IMAGE == "vastai/tensorflow:2.19.0-cuda-12.4.1"
     assert image_build.vendor_tf_version() == "2.19.0"

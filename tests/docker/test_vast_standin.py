@@ -53,11 +53,11 @@ def test_the_stand_in_has_the_vendors_shape(engine, standin):  # noqa: F811
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_overlay_trains_on_the_stand_in_and_leaves_its_base_untouched(engine, standin, tmp_path):  # noqa: F811
-    """deploy/overlay.py's script, as `sync` runs it on a host, inside the stand-in: the overlay venv
+    """deploy/host/overlay.py's script, as `sync` runs it on a host, inside the stand-in: the overlay venv
     adds what the trainer lacks (OpenCV, ...) from PyPI, never a second TensorFlow, Keras or TensorBoard;
     then the trainer runs in it on a synthetic dataset for one epoch."""
-    from deploy import overlay
-    from deploy.layout import Layout
+    from deploy.host import overlay
+    from deploy.host.layout import Layout
 
     config = {"remote": {"python": "overlay", "workspace": "/workspace"}}
     script = overlay.overlay_script(Layout("/workspace"), config, overlay.requirements())

@@ -17,8 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_FILES = sorted((REPO / "trainer").rglob("*.py")) + [
-    REPO / "docker" / "base_constraints.py", REPO / "docker" / "requirements_from_pyproject.py",
-    REPO / "deploy" / "download_dataset.py", REPO / "deploy" / "runstate.py"]
+    REPO / "docker" / "base_constraints.py", REPO / "docker" / "requirements_from_pyproject.py"] + sorted(
+    (REPO / "deploy" / "host" / "shipped").glob("*.py"))  # what deploy/ copies to the host and runs there
 NEW_IN_311 = {"tomllib", "wsgiref.types"}
 
 

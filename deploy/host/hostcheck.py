@@ -6,11 +6,11 @@ a writable workspace) are one-line errors here rather than surprises in `sync`/`
 
 from __future__ import annotations
 
-from deploy import host_text, overlay
 from deploy.config import OVERLAY, VENV_MODES
 from deploy.errors import UsageError
-from deploy.layout import Layout
-from deploy.remote import Remote, q, rpath
+from deploy.host import host_text, overlay
+from deploy.host.layout import Layout
+from deploy.host.remote import Remote, q, rpath
 
 MIN_PYTHON = (3, 10)
 

@@ -1,8 +1,8 @@
 """The job model's Job for this project: sizes found here, figures from earlier runs, documented defaults.
 
-deploy/plan.py prices a Job on an offer; this module builds the Job from configs/deploy.yaml,
+deploy/plan/job_model.py prices a Job on an offer; this module builds the Job from configs/deploy.yaml,
 the train config it names, the files under dataset.path / dataset.cache, the size lookups of
-deploy/plan_sizes.py and what .deploy/plan.json measured (deploy/plan_report.py).
+deploy/plan/sizes.py and what .deploy/plan.json measured (deploy/plan/report.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import re
 
 from deploy.config import OVERLAY
-from deploy.plan import (EPOCHS_DEFAULT, FEATURE_DIM, FRAMES_DEFAULT, PHASES, SPLIT_DEFAULT,
+from deploy.plan.job_model import (EPOCHS_DEFAULT, FEATURE_DIM, FRAMES_DEFAULT, PHASES, SPLIT_DEFAULT,
                          UPLINK_MBPS_DEFAULT, Job)
 
 
@@ -56,7 +56,7 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     """
     import os
 
-    from deploy import plan_sizes
+    from deploy.plan import sizes
 
     env = os.environ if env is None else env
     measured = measured or {}
@@ -69,24 +69,24 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     if ds.get("url") or ds.get("kaggle"):
         size = None
         if lookups:
-            from deploy import download_dataset
+            from deploy.dataset import kaggle, source
             try:
-                url, headers = download_dataset.source(ds.get("url"), ds.get("kaggle"), ds.get("token_env"), env)
+                url, headers = source.source(ds.get("url"), ds.get("kaggle"), ds.get("token_env"), env)
             except Exception:  # missing credentials: `sync` will say so; the estimate just lacks the size
                 url, headers = None, {}
             if ds.get("kaggle") and url:
-                size = plan_sizes.kaggle_size(ds["kaggle"], headers,
-                                              env.get("DEPLOY_KAGGLE_API", download_dataset.KAGGLE_API))
+                size = sizes.kaggle_size(ds["kaggle"], headers,
+                                              env.get("DEPLOY_KAGGLE_API", kaggle.API))
             elif url:
-                size = plan_sizes.content_length(url, headers)
+                size = sizes.content_length(url, headers)
         job.download_bytes = size or 0
         src["download"] = ("Kaggle API totalBytes" if ds.get("kaggle") else "HTTP Content-Length") if size else \
             "unknown (the server did not say): counted as 0"
         videos = int(measured.get("videos") or 0)
         src["videos"] = "the last run's dataset" if videos else "unknown until the host has it: extract not estimated"
     else:
-        cache_bytes = plan_sizes.folder_bytes(ds.get("cache"))
-        data_bytes = plan_sizes.folder_bytes(ds.get("path"))
+        cache_bytes = sizes.folder_bytes(ds.get("cache"))
+        data_bytes = sizes.folder_bytes(ds.get("path"))
         videos, decode, scanned = _scanned(ds.get("path"), (config.get("train") or {}).get("config"))
         if ds.get("cache") and cache_bytes:
             job.upload_bytes = cache_bytes + data_bytes
@@ -110,7 +110,7 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
     if image_gb:
         job.image_bytes, src["image"] = int(float(image_gb) * 1e9), "vast.image_gb"
     else:
-        from deploy import registry
+        from deploy.providers.vast import registry
 
         pull = registry.pull_estimate(vast.get("image"), vast.get("image_login"), env) if lookups else None
         if pull is not None and pull.bytes is not None:
@@ -136,7 +136,7 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
 
 def _scanned(path: str | None, train_config: str | None) -> tuple[int, int, str]:
     """(videos, decoded pixels of all of them, how known) from `python -m trainer scan` of dataset.path."""
-    from deploy import trainer_cli
+    from deploy.local import trainer_cli
 
     if not path or not os.path.isdir(path):
         return 0, 0, "none"

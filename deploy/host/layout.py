@@ -15,7 +15,7 @@ from pathlib import Path
 import deploy
 from deploy.config import AUTO_VENV, OVERLAY, VENV_MODES
 from deploy.errors import UsageError
-from deploy.runstate import RUN_NAME
+from deploy.host.shipped.runstate import RUN_NAME
 
 
 def check_run_name(name: str) -> str:

@@ -15,7 +15,7 @@ OFFER_FIELDS = {
     "id", "num_gpus", "gpu_name", "dph_total", "storage_total_cost", "storage_cost", "reliability",
     "reliability2", "min_bid", "disk_space", "inet_down", "inet_down_cost", "inet_up_cost", "cuda_max_good",
     "direct_port_count", "verification", "vericode", "dlperf_per_dphtotal", "geolocation",
-    # the whole-job estimate (deploy/plan.py): speeds, cores and FLOPS of the offer
+    # the whole-job estimate (deploy/plan/job_model.py): speeds, cores and FLOPS of the offer
     "cpu_cores", "cpu_cores_effective", "total_flops", "disk_bw",
 }
 INSTANCE_FIELDS = {

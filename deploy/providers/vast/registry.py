@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 
 from deploy.errors import UsageError
-from deploy.providers import vast_image
+from deploy.providers.vast.image import is_vendor_image, parse as parse_reference
 
 TIMEOUT_S = 6.0
 PLATFORM = "linux/amd64"  # Vast.ai hosts (vast-ai/base-image derivatives/tensorflow/README.build.md:3)
@@ -79,7 +79,7 @@ def endpoint(image: str, env=None) -> tuple[str, str, str]:
     host and its `library/` namespace for short names, `latest` when no tag is given; a
     registry named in $DEPLOY_REGISTRY_MAP is asked at the host it maps to."""
     env = os.environ if env is None else env
-    registry, repo, ref = vast_image.parse(image)
+    registry, repo, ref = parse_reference(image)
     mapped = _mapped(registry, env)
     if registry == "docker.io":
         if "/" not in repo:
@@ -284,7 +284,7 @@ def vendor_base_candidates(image: str) -> list[str]:
     `vastai/base-image:cuda-<v>-cudnn-devel-ubuntu22.04`; the Dockerfile's own default
     (derivatives/tensorflow/Dockerfile:1) is `cuda-12.1.1-cudnn8-devel-ubuntu22.04`.
     """
-    _, _, tag = vast_image.parse(image)
+    _, _, tag = parse_reference(image)
     m = re.search(r"cuda-(\d+\.\d+\.\d+)", tag or "")
     if not m:
         return []
@@ -320,7 +320,7 @@ def pull_estimate(image: str | None, image_login: dict | None = None, env=None, 
     if facts.exists is not True:
         return PullEstimate(None, facts.problem or "not looked up")
     total = facts.compressed_bytes or 0
-    if not vast_image.is_vendor_image(image):
+    if not is_vendor_image(image):
         return PullEstimate(total, "registry manifest (compressed layers)")
     base_lookup = base_lookup or (lambda ref: lookup(ref, None, env, tags_on_miss=False))
     for candidate in vendor_base_candidates(image or ""):

@@ -21,8 +21,8 @@ import time
 from calendar import timegm
 from pathlib import Path
 
-from deploy import jsonfile
-from deploy.plan import PHASES, fmt_minutes
+from deploy.local import jsonfile
+from deploy.plan.job_model import PHASES, fmt_minutes
 
 FILE = "plan.json"
 PROBE_BYTES = 4 * 1024 * 1024   # the uplink probe after `up`: 4 MiB, a second or less on 100 Mb/s
@@ -204,7 +204,7 @@ def print_estimate_vs_actual(root, train_log: str, history_csv: str = "", file=N
 
 def remote_run_files(remote, run_dir: str) -> tuple[str, str]:
     """train.log's [deploy] lines and training_history.csv of a run on the host (one round trip)."""
-    from deploy.remote import rpath
+    from deploy.host.remote import rpath
 
     wanted = "-e '^\\[deploy\\] ' -e '^usable videos: '"
     out = remote.run(f"cd {rpath(run_dir)} 2>/dev/null && {{ grep {wanted} train.log 2>/dev/null; "

@@ -1,6 +1,6 @@
 """Waiting for a Vast.ai instance to come up, fresh or started again, and the running-time ledger it feeds.
 
-A mixin of VastProvider. What the statuses mean is vast_rows.py; this is the polling: a
+A mixin of VastProvider. What the statuses mean is rows.py; this is the polling: a
 fresh instance that dies or shows a fatal status_msg fails at once, a restarted one is
 waited through its `exited` lag (SkyPilot resumes EXITED/STOPPED instances), an
 interruptible one whose contract stays stopped is outbid (dstack's reading of the row).
@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 import time
 
-from deploy import cost
 from deploy.errors import UsageError
-from deploy.providers import vast_rows
 from deploy.providers.base import Host
+from deploy.providers.vast import billing, rows
 
 
 class NotReady(Exception):
@@ -33,7 +32,7 @@ class WaitUntilReady:
 
     def _ssh_answers(self, host: Host) -> Host | None:
         """One SSH attempt per address (pinning the host key on first contact); the one that worked."""
-        from deploy.remote import Remote
+        from deploy.host.remote import Remote
 
         try:
             with Remote(host, self.state.known_hosts, connect_timeout=10).connect(
@@ -67,16 +66,16 @@ class WaitUntilReady:
                       + (f" - {msg}" if msg else ""), file=sys.stderr)
                 last = (status, msg)
             self._observe(row)
-            fatal = vast_rows.fatal_message(row)
-            if fatal and not (restarting and status in vast_rows.STOPPED_STATUSES):
+            fatal = rows.fatal_message(row)
+            if fatal and not (restarting and status in rows.STOPPED_STATUSES):
                 raise NotReady(f"instance {iid} cannot start ({status}): {fatal}")
-            if vast_rows.outbid(row):
+            if rows.outbid(row):
                 if elapsed > outbid_grace:
                     raise Outbid(f"instance {iid} is outbid")
-            elif status in vast_rows.DEAD_STATUSES and not (restarting and status in vast_rows.STOPPED_STATUSES):
+            elif status in rows.DEAD_STATUSES and not (restarting and status in rows.STOPPED_STATUSES):
                 raise NotReady(f"instance {iid} is {status}" + (f": {msg}" if msg else ""))
             if status == "running":
-                addresses = vast_rows.addresses(row)
+                addresses = rows.addresses(row)
                 if addresses:
                     answered = self._ssh_answers(self._ssh_host(addresses))
                     if answered is not None:
@@ -91,7 +90,7 @@ class WaitUntilReady:
 
     def _start_again(self, iid: int, row: dict) -> Host:
         """Start a stopped (or outbid) instance and wait through the restart lag until SSH answers."""
-        if vast_rows.is_stopped(row) or vast_rows.outbid(row):
+        if rows.is_stopped(row) or rows.outbid(row):
             self.api.start(iid)
         try:
             return self._wait_ready(iid, restarting=True)
@@ -109,7 +108,7 @@ class WaitUntilReady:
         iid = self.state.data.get("vast", {}).get("instance_id")
         if iid is None or row.get("id") != iid:
             return
-        now, running = time.time(), vast_rows.is_running(row)
+        now, running = time.time(), rows.is_running(row)
 
         def apply(v: dict) -> bool:
             if running and v.get("running_since") is None:
@@ -131,7 +130,7 @@ class WaitUntilReady:
 
 
 def _outbid_message(iid: int, bid: float | None) -> str:
-    now = f" (now {cost.fmt_usd(bid)}/h)" if bid else ""
+    now = f" (now {billing.fmt_usd(bid)}/h)" if bid else ""
     return (f"instance {iid} is outbid (interruptible rental): the market keeps it stopped until your bid{now} is "
             f"the highest again. Raise it with `python -m deploy bid PRICE`, or wait; once it runs again, "
             f"`python -m deploy start --resume` continues training from the last checkpoint")

@@ -3,7 +3,7 @@
 - the local dataset or feature cache: the files rsync would send (their sizes on disk here);
 - a host-side download (dataset.url): the archive's HTTP Content-Length (a HEAD request);
   dataset.kaggle: the dataset's `totalBytes` from the Kaggle API's dataset view;
-- the image: deploy/registry.py (its registry's manifest).
+- the image: deploy/providers/vast/registry.py (its registry's manifest).
 
 Every lookup is short (a few seconds' timeout) and optional: when one fails, the caller
 falls back to a configured or documented figure and says so. Hand-written with urllib
@@ -25,7 +25,7 @@ TIMEOUT_S = 4.0
 
 def folder_bytes(path: str | os.PathLike | None) -> int:
     """Bytes of the files under `path` (what rsync sends); 0 when it is not a folder. Which of them are
-    videos is the trainer's call: `python -m trainer scan` (deploy/trainer_cli.py), one list of extensions."""
+    videos is the trainer's call: `python -m trainer scan` (deploy/local/trainer_cli.py), one list of extensions."""
     if not path or not Path(path).is_dir():
         return 0
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

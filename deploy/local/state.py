@@ -16,13 +16,13 @@ import os
 import time
 from pathlib import Path
 
-from deploy import jsonfile
 from deploy.errors import UsageError
+from deploy.local import jsonfile
 from deploy.providers.base import Host
 
 
 # Vast.ai bills the GPU only while the instance runs; deploy/ keeps that time itself
-# (providers/vast_wait.py), and these keys of the "vast" section are written by unlocked
+# (providers/vast/wait.py), and these keys of the "vast" section are written by unlocked
 # commands too (see State.update_ledger).
 LEDGER_KEYS = ("running_since", "gpu_seconds")
 

@@ -1,7 +1,7 @@
 """Money arithmetic for rented instances: what a run will cost, what it has cost, when to stop.
 
 Pure functions, no SDK: the offers table, `status` and the dry-run plan all use them (the
-whole-job estimate itself is deploy/plan.py), so
+whole-job estimate itself is deploy/plan/job_model.py), so
 the figures a user sees before renting and while renting are computed the same way.
 Vast.ai bills the GPU while an instance runs and the disk for as long as it exists; a
 stopped instance costs only its disk. `dph_total` (the search result and instance field)

@@ -1,9 +1,9 @@
 """Download and unpack a dataset archive ON THE HOST (sent there by deploy/sync.py).
 
 Standard library only: it runs under whatever python3 the host has, before any
-virtualenv exists, with deploy/safe_tree.py sent ahead of it (sync.host_program). The URL
-and the HTTP headers (a bearer token, never Kaggle's key: deploy/kaggle.py resolves a signed
-link on the user's machine) arrive as one JSON line on stdin, never on a command line
+virtualenv exists, with deploy/host/shipped/safe_tree.py sent ahead of it (sync.host_program). The URL
+and the HTTP headers (a bearer token, never Kaggle's key: deploy/dataset/source.py and kaggle.py
+resolve a signed link on the user's machine) arrive as one JSON line on stdin, never on a command line
 (visible in `ps`) or in a file; nothing here prints them.
 
 Resuming is safe: the first response's ETag (or Last-Modified) is kept beside the partial
@@ -40,39 +40,12 @@ import urllib.parse
 import urllib.request
 import zipfile
 
-from deploy.safe_tree import Tree, Unsafe, parts
+from deploy.host.shipped.safe_tree import Tree, Unsafe, parts
 
 MARKER = ".deploy-source.json"
-KAGGLE_API = "https://www.kaggle.com/api/v1"  # the plan's size lookup (deploy/plan_config.py) reads it here
 
 
-# -- on the user's machine: where from, with which credentials ----------------------
-def source(url: str | None, kaggle: str | None, token_env: str | None, env) -> tuple[str, dict]:
-    """(url, headers) to ask about dataset.url / dataset.kaggle FROM THIS MACHINE (the plan's size
-    lookup). What the host gets is `for_host`'s: never the Kaggle key."""
-    from deploy import kaggle as kaggle_api  # only on the user's machine
-    from deploy.errors import UsageError
-
-    if kaggle:
-        return f"{kaggle_api.api_base(env)}/datasets/download/{kaggle}", kaggle_api.basic_auth(env)
-    if token_env:
-        if not env.get(token_env):
-            raise UsageError(f"dataset.token_env names {token_env}, which is not set in this shell: export it first")
-        return url, {"Authorization": f"Bearer {env[token_env]}"}
-    return url, {}
-
-
-def for_host(url: str | None, kaggle: str | None, token_env: str | None, env) -> dict:
-    """The JSON line the host's download reads: url, headers, and `id` (what identifies the dataset
-    across syncs: a signed link changes every time it is asked for)."""
-    from deploy import kaggle as kaggle_api
-
-    if kaggle:
-        return {"url": kaggle_api.signed_url(kaggle, env), "headers": {}, "id": f"kaggle:{kaggle}"}
-    url, headers = source(url, None, token_env, env)
-    return {"url": url, "headers": headers, "id": url}
-
-
+# -- on both sides ---------------------------------------------------------------------
 def redact(url: str) -> str:
     """The URL without credentials or query string (signed URLs carry secrets there)."""
     p = urllib.parse.urlsplit(url)

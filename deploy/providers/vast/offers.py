@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from deploy import plan, plan_config
-from deploy.cost import fmt_usd
-
-if TYPE_CHECKING:  # only for type hints: vast.py imports this module
-    from deploy.providers.vast import VastSettings
+from deploy.plan import inputs, job_model
+from deploy.providers.vast.billing import fmt_usd
+from deploy.providers.vast.settings import VastSettings
 
 # Offers the service must consider at all; not something a user relaxes.
 ALWAYS = {"rentable": {"eq": True}, "rented": {"eq": False}, "external": {"eq": False}}
@@ -62,7 +59,7 @@ class OfferFilter:
         return f"{self.key} ({self.field} {sym} {value})"
 
 
-def offer_filters(s: "VastSettings") -> list[OfferFilter]:
+def offer_filters(s: VastSettings) -> list[OfferFilter]:
     """The user's filters, in the order they are explained when nothing matches."""
     f = [
         OfferFilter("gpu_name", "gpu_name", "in", [s.gpu_name, *s.gpu_fallbacks]),
@@ -94,14 +91,14 @@ def build_query(filters: list[OfferFilter]) -> dict:
     return q
 
 
-def order_for(s: "VastSettings") -> list:
-    # job_cost: the service cannot rank by it; fetch the cheapest hours, then deploy/plan.py re-ranks
+def order_for(s: VastSettings) -> list:
+    # job_cost: the service cannot rank by it; fetch the cheapest hours, then deploy/plan/job_model.py re-ranks
     if s.order_by == "dlperf_per_dollar":
         return [["dlperf_per_dphtotal", "desc"], ["dph_total", "asc"]]
     return [["dph_total", "asc"], ["reliability", "desc"]]
 
 
-def price_per_hour(offer: dict, s: "VastSettings") -> float:
+def price_per_hour(offer: dict, s: VastSettings) -> float:
     """$/h including the disk: the search's dph_total (priced at our disk size), or our bid plus the disk."""
     if s.bid_price is not None:
         return s.bid_price + (offer.get("storage_total_cost") or
@@ -109,18 +106,18 @@ def price_per_hour(offer: dict, s: "VastSettings") -> float:
     return float(offer["dph_total"])
 
 
-def ranked(offers: list[dict], s: "VastSettings", job: "plan.Job") -> list[tuple[dict, dict]]:
+def ranked(offers: list[dict], s: VastSettings, job: job_model.Job) -> list[tuple[dict, dict]]:
     """(offer, whole-job estimate) pairs in vast.order_by order (job_cost | price | dlperf_per_dollar)."""
-    return plan.rank(offers, job, s.order_by, price_of=lambda o: price_per_hour(o, s))
+    return job_model.rank(offers, job, s.order_by, price_of=lambda o: price_per_hour(o, s))
 
 
 def as_json(pairs: list[tuple[dict, dict]]) -> list[dict]:
     """What `offers --json` prints: one element per offer, best first."""
     return [{**est, "reliability": o.get("reliability2", o.get("reliability")), "geolocation": o.get("geolocation"),
-             "bound": plan.bound(est)} for o, est in pairs]
+             "bound": job_model.bound(est)} for o, est in pairs]
 
 
-def search(call, sdk, s: "VastSettings", limit: int = 64) -> list[dict]:
+def search(call, sdk, s: VastSettings, limit: int = 64) -> list[dict]:
     """Offers that pass every filter, best first. `call` is the provider's retrying SDK caller."""
     filters = offer_filters(s)
     offers = call(sdk.search_offers, query=build_query(filters), type="bid" if s.bid_price is not None else "on-demand",
@@ -128,7 +125,7 @@ def search(call, sdk, s: "VastSettings", limit: int = 64) -> list[dict]:
     return [o for o in offers if all(f.passes(o) for f in filters)]
 
 
-def explain_empty(call, sdk, s: "VastSettings") -> str:
+def explain_empty(call, sdk, s: VastSettings) -> str:
     """Why nothing matched: which single filter, relaxed, would bring offers back.
 
     One broad search (the GPU models, any count, any price), then every filter applied
@@ -157,7 +154,7 @@ def explain_empty(call, sdk, s: "VastSettings") -> str:
             f"filters at once.{detail} Relax several keys under vast: in configs/deploy.yaml.")
 
 
-def print_table(pairs: list[tuple[dict, dict]], s: "VastSettings", job: "plan.Job", limit: int = 15,
+def print_table(pairs: list[tuple[dict, dict]], s: VastSettings, job: job_model.Job, limit: int = 15,
                 file=None, detail: int = 3) -> None:
     """The offers, best first, as a rich table, then the phases of the top `detail` (what `offers` shows)."""
     from rich.console import Console
@@ -178,13 +175,13 @@ def print_table(pairs: list[tuple[dict, dict]], s: "VastSettings", job: "plan.Jo
         t.add_row(str(o["id"]), f"{o.get('num_gpus')}x {o.get('gpu_name')}", fmt_usd(est["price_per_hour"]),
                   f"{rel * 100:.1f}%", f"{o.get('inet_down', 0):.0f}", f"{o.get('cpu_cores_effective') or '?'}",
                   f"{o.get('total_flops') or 0:.0f}", f"{o.get('dlperf_per_dphtotal', 0):.1f}",
-                  fmt_usd(est["job_cost_usd"]), plan.fmt_minutes(est["job_hours"]), est["dominant"],
+                  fmt_usd(est["job_cost_usd"]), job_model.fmt_minutes(est["job_hours"]), est["dominant"],
                   str(o.get("geolocation") or "?"))
     console.print(t)
     if len(pairs) > limit:
         console.print(f"... and {len(pairs) - limit} more")
     for i, (o, est) in enumerate(pairs[:detail], 1):
-        console.print(f"{i}. offer {o['id']}: {plan.breakdown(est)} = {plan.fmt_minutes(est['job_hours'])}, "
-                      f"{fmt_usd(est['job_cost_usd'])} (disk {fmt_usd(est['disk_usd'])} of it) - {plan.bound(est)}",
+        console.print(f"{i}. offer {o['id']}: {job_model.breakdown(est)} = {job_model.fmt_minutes(est['job_hours'])}, "
+                      f"{fmt_usd(est['job_cost_usd'])} (disk {fmt_usd(est['disk_usd'])} of it) - {job_model.bound(est)}",
                       highlight=False, markup=False)
-    console.print(f"job model inputs: {plan_config.describe_inputs(job)}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"job model inputs: {inputs.describe_inputs(job)}", highlight=False, markup=False, soft_wrap=True)

@@ -8,7 +8,7 @@ Vast's own images have no importable `vastai` (vast-ai/base-image Dockerfile:283
 CLI to /opt/vast-cli and runs it with the system Python), and deploy/ is not on the instance.
 
 It stops the instance, so GPU billing ends while the disk and the results stay, when
-- nothing has happened for `idle_grace_minutes`: no training run alive (deploy/runstate.py
+- nothing has happened for `idle_grace_minutes`: no training run alive (deploy/host/shipped/runstate.py
   decides, as everywhere else), no rsync (sync/fetch), no host-side dataset download or
   auto-venv build, no interactive SSH session, and no `deploy` command touched
   .watchdog/activity (every sync/fetch does) - e.g. the run ended and nobody fetched;
@@ -41,6 +41,10 @@ When an interruptible (bid) instance comes back after an outbid, a run that was 
 
 Everything it decides goes to .watchdog/watchdog.log; its last look around (and which
 rule will stop the instance, when) is in .watchdog/status.json, shown by `python -m deploy status`.
+
+One file because it is copied to the instance as that one file and run there with a bare
+interpreter: splitting it would mean shipping and keeping a package in step on a host where
+deploy/ is not installed.
 """
 
 from __future__ import annotations
@@ -57,8 +61,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-try:  # on the instance, runstate.py is copied next to this file; in the project it is deploy/runstate.py
-    from deploy import runstate
+try:  # on the instance, runstate.py is copied next to this file; in the project it is deploy/host/shipped/runstate.py
+    from deploy.host.shipped import runstate
 except ImportError:
     import runstate
 
@@ -111,7 +115,7 @@ def _processes():
 
 
 def runs(workspace: Path) -> dict[str, str]:
-    """Run name -> running | ended | interrupted, by deploy/runstate.py's rule (the one `logs`,
+    """Run name -> running | ended | interrupted, by deploy/host/shipped/runstate.py's rule (the one `logs`,
     `fetch` and `start` use); a folder that never wrote a pid is no run yet."""
     out = {}
     for d in sorted((workspace / "runs").glob("*/")):

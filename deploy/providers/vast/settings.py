@@ -21,7 +21,7 @@ VAST_DEFAULTS: dict = {
     "min_cuda": 12.2,               # highest CUDA the host driver supports (cuda_max_good)
     "direct_ports": True,           # direct SSH (faster rsync than the proxy)
     "verified": True,               # server-side filter; rows answer it with verification/vericode
-    "order_by": "job_cost",         # job_cost (deploy/plan.py's whole-job estimate) | price | dlperf_per_dollar
+    "order_by": "job_cost",         # job_cost (the whole-job estimate, deploy/plan/) | price | dlperf_per_dollar
     "expected_hours": 6.0,          # the cost guards' warning threshold and status's projection
     "uplink_mbps": None,            # your upload speed; default: measured after `up` (.deploy/plan.json), 100 before
     "image_gb": None,               # the image's compressed size; default: its registry manifest, else 6.8

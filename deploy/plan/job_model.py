@@ -16,7 +16,7 @@ guides/reference/billing.mdx:83: "You are charged bandwidth prices for every byt
 to or from the instance". `rank` orders offers by that.
 
 Every constant below says where it comes from. Figures measured by earlier runs of this
-project (.deploy/plan.json, deploy/plan_report.py) replace or correct them: the uplink
+project (.deploy/plan.json, deploy/plan/report.py) replace or correct them: the uplink
 measured by sync, and a measured/estimated ratio per phase.
 Offer fields used (all in the vendor spec, vast-ai/docs api-reference/openapi/yaml/search_offers.yaml):
 inet_down (Mb/s, as the vastai SDK's cli/util.py `required_inet_mbps` reads it), dph_total,

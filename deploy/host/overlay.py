@@ -26,8 +26,8 @@ from __future__ import annotations
 import runpy
 
 from deploy.errors import UsageError
-from deploy.layout import Layout, project_root
-from deploy.remote import Remote, q, rpath
+from deploy.host.layout import Layout, project_root
+from deploy.host.remote import Remote, q, rpath
 
 # Where Vast.ai's images keep their main environment (base-image README, "Python Package
 # Management": "Python packages install to the /venv/main/ virtual environment").

@@ -1,4 +1,4 @@
-"""Installing the cost watchdog (deploy/watchdog.py) on a Vast.ai instance, and telling it someone is busy.
+"""Installing the cost watchdog (deploy/host/shipped/watchdog.py) on a Vast.ai instance, and telling it someone is busy.
 
 A mixin of VastProvider (it uses the provider's settings, state and config): the one job
 "put the watchdog on the instance and start it" kept out of the rental life cycle.
@@ -40,23 +40,25 @@ class WatchdogSetup:
         Dockerfile:153), then /venv/main's (a conda Python 3.10 by default, Dockerfile:331,355),
         then the configured interpreter. $wpy stays empty when there is none.
         """
-        from deploy.layout import Layout
-        from deploy.remote import q
+        from deploy.host.layout import Layout
+        from deploy.host.remote import q
 
         return (f"wpy=; for c in python3 /usr/bin/python3 /venv/main/bin/python {q(Layout.host_python(self.config))}; "
                 f"do \"$c\" -c 'import sys; sys.exit(sys.version_info < (3, 8))' >/dev/null 2>&1 && "
                 f"{{ wpy=$c; break; }}; done")
 
     def _install_watchdog(self, host: Host, quiet: bool = False) -> str:
-        """Copy deploy/watchdog.py to the instance and (re)start it detached; -> "OK", or why it is not running.
+        """Copy the watchdog (deploy/host/shipped/) to the instance and (re)start it detached; -> "OK", or why not.
 
         It is one self-contained file: deploy/ is not synced to the instance, only trainer/.
         """
-        from deploy.remote import Remote, rpath
+        from deploy.host.remote import Remote, rpath
 
         ws = self.config.get("remote", {}).get("workspace", "/workspace")
         wd = f"{ws.rstrip('/')}/{WATCHDOG_DIR}"
-        here = Path(__file__).resolve().parent.parent
+        from deploy.host import shipped
+
+        here = Path(shipped.__file__).resolve().parent  # the files that run on the host
         source = (here / "watchdog.py").read_text()
         with Remote(host, self.state.known_hosts).connect(retry_for=30, retry_auth=True, quiet=True) as r:
             for name, text in (("runstate.py", (here / "runstate.py").read_text()),  # the run-alive rule it shares
@@ -87,7 +89,7 @@ class WatchdogSetup:
 
     def _watchdog_alive(self, host: Host) -> bool:
         """Is the watchdog process `up` started still running on the instance (its pid, its command line)?"""
-        from deploy.remote import Remote, rpath
+        from deploy.host.remote import Remote, rpath
 
         ws = self.config.get("remote", {}).get("workspace", "/workspace")
         wd = rpath(f"{ws.rstrip('/')}/{WATCHDOG_DIR}")
@@ -112,7 +114,7 @@ class WatchdogSetup:
 
     def _touch_activity(self) -> None:
         """Tell the watchdog someone is using the instance (sync/fetch): its idle clock restarts."""
-        from deploy.remote import Remote, rpath
+        from deploy.host.remote import Remote, rpath
 
         host = self.state.get_host()
         if host is None:

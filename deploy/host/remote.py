@@ -26,8 +26,8 @@ import paramiko
 from fabric import Config, Connection
 from fabric.runners import Remote as FabricRunner
 
-from deploy import host_text
 from deploy.errors import UsageError
+from deploy.host import host_text
 from deploy.providers.base import Host
 
 q = shlex.quote

@@ -10,7 +10,7 @@ which could not follow a reconnect; here the listener stays on the same local po
 the transport under it is replaced (`transport` is a callable read on every connection).
 
 With `path_prefix`, the port serves HTTP to this machine's browser only: each connection's
-first request is checked by deploy/tunnel_gate.py (the secret prefix, a local Host header)
+first request is checked by deploy/host/tunnel_gate.py (the secret prefix, a local Host header)
 before a channel is opened.
 """
 
@@ -23,8 +23,8 @@ from typing import Callable
 
 import paramiko
 
-from deploy import tunnel_gate
 from deploy.errors import UsageError
+from deploy.host import tunnel_gate
 
 
 class ForwardRefused(Exception):
