@@ -90,7 +90,7 @@ destroy: setup
 clean:
 	rm -rf demo .pytest_cache
 
-## docker: the image is the environment (docker/, README "Docker images") -------------
+## docker: the image is the environment (docker/, docs/images.md) -------------
 IMAGE_GPU ?= violence-trainer:gpu
 IMAGE_CPU ?= violence-trainer:cpu
 IMAGE_THIN ?= violence-trainer:thin

@@ -1,7 +1,7 @@
-"""The README's worked example of the job model: the seed's 15,398 videos on two offers.
+"""The job model's worked example in docs/deploy-vast.md: the seed's 15,398 videos on two offers.
 
 Prints every input with where it comes from, then each offer's phases, total and cost,
-computed by deploy/plan/job_model.py itself (no TensorFlow, no network), so the README's figures
+computed by deploy/plan/job_model.py itself (no TensorFlow, no network), so the page's figures
 are this script's output.
 
     .venv/bin/python bench/plan_example.py [--dataset-gb 20] [--uplink-mbps 100]

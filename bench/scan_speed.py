@@ -3,7 +3,7 @@
 Clips: H.264 (x264 defaults) made by ffmpeg's test source, 5 s at 30 fps, 640x360 and
 1280x720 (half each). Baseline in the same run: the extractor's reader (trainer.frames.
 sample_frames, one decoder thread: one extract worker) on the same clips, which is what
-decoding them costs. Also prints the per-file header time that README quotes.
+decoding them costs. Also prints the per-file header time that docs/benchmarks.md quotes.
 
     .venv/bin/python bench/scan_speed.py [--clips 20] [--workdir DIR]
 """

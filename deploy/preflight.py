@@ -33,7 +33,7 @@ from deploy.config import OVERLAY, VENV_MODES
 from deploy.errors import UsageError
 from deploy.local import trainer_cli
 
-# The example value of ssh.host in the shipped configs/deploy.yaml (and the README's).
+# The example value of ssh.host in the shipped configs/deploy.yaml (and the README's first run).
 PLACEHOLDER_HOSTS = ("gpu-box",)
 # Flags the run script sets itself (deploy/start.py): in train.args they would move the
 # run's outputs where nothing fetches them, or resume what `start` did not ask to resume.

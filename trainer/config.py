@@ -81,7 +81,7 @@ DEFAULTS: dict[str, Any] = {
         # first, least confident epoch, and ignores confidence altogether)
         "checkpoint_monitor": "val_loss",
         # per-epoch checkpoints kept, newest first (best_model.keras is kept apart); 0 = all.
-        # The seed's model is 63 MB a checkpoint: 100 epochs would be 6.3 GB (README, Training)
+        # The seed's model is 63 MB a checkpoint: 100 epochs would be 6.3 GB (docs/trainer.md, Training)
         "keep_last_checkpoints": 3,
         # restore_best_weights must stay false: the model kept is best_model.keras
         "early_stopping": {"monitor": "val_loss", "patience": 15, "restore_best_weights": False},

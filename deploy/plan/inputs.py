@@ -45,7 +45,7 @@ def train_settings(config: dict) -> dict:
 
 
 # The wheels pip adds over Vast's TensorFlow image in remote.python: overlay: 174.5 MB,
-# measured by bench/image_bytes.py (README "Start in minutes"), 2026-12-01.
+# measured by bench/image_bytes.py (docs/images.md "Start in minutes"), 2026-12-01.
 OVERLAY_WHEEL_BYTES = 174_500_000
 
 
@@ -116,7 +116,7 @@ def job_from_config(config: dict, measured: dict | None = None, env=None, lookup
         if pull is not None and pull.bytes is not None:
             job.image_bytes, src["image"] = pull.bytes, pull.how
         else:
-            src["image"] = ("README's measured `make image` size (an upper bound); registry not asked"
+            src["image"] = ("docs/images.md's measured `make image` size (an upper bound); registry not asked"
                             + (f": {pull.how}" if pull is not None else ""))
 
     if config.get("remote", {}).get("python") == OVERLAY:

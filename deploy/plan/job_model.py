@@ -45,7 +45,7 @@ DECODE_VIDEOS_PER_S_PER_CORE = 5.0  # measured 4.97 (2026-12-01)
 # The same measurement per decoded pixel: 4.97 clips/s x 150 frames (5 s at 30 fps) x 640 x 360.
 # Decoding reads every frame of a video, so its cost is frames x pixels: `python -m trainer scan`
 # gives both per video (container headers: frame count, width, height). Linear in pixels, this
-# predicts 0.76 videos/s per core for README's 720p/1080p H.264 clips (bench/decode_alternatives.py
+# predicts 0.76 videos/s per core for docs/benchmarks.md's 720p/1080p H.264 clips (bench/decode_alternatives.py
 # measured 0.88-1.02): about 5x slower than 640x360, and on the safe side by ~20 %.
 DECODE_PIXEL_FRAMES_PER_S_PER_CORE = 4.97 * 150 * 640 * 360
 # Backbone frames/s on one A100-equivalent GPU. thumbnail does no GPU work (a resize): decode-bound.
@@ -58,7 +58,7 @@ TRAIN_EFFICIENCY = 0.05
 # (extract) or the first step (train, including graph tracing / XLA compile). Corrected by runs.
 EXTRACT_STARTUP_S = 60.0
 TRAIN_STARTUP_S = 120.0
-# README "Docker images" table: `make image` measured 6.8 GB (uncompressed, an upper bound of the
+# docs/images.md table: `make image` measured 6.8 GB (uncompressed, an upper bound of the
 # compressed pull) - used when vast.image_gb is unset and the registry manifest is unreachable.
 IMAGE_GB_FALLBACK = 6.8
 # The default before anything is measured: a 100 Mb/s home uplink.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from deploy.errors import UsageError
 
-# Keys under `vast:` in configs/deploy.yaml, with their defaults. Documented in the README.
+# Keys under `vast:` in configs/deploy.yaml, with their defaults. Documented in docs/deploy-vast.md.
 VAST_DEFAULTS: dict = {
     "server_url": "https://console.vast.ai",
     "image": None,                  # REGISTRY/IMAGE:TAG built from docker/ (required)
