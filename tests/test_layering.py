@@ -184,7 +184,6 @@ def test_the_cycle_finder_finds_a_function_level_cycle_and_resolves_relative_imp
     assert cycles(import_graph(("pkg",), tmp_path)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.predict <-> trainer.predict_windows: broken in the next commit")
 def test_no_import_cycle_in_trainer_or_deploy():
     found = cycles(import_graph())
     unknown = [c for c in found if frozenset(c) not in KNOWN_DEPLOY_CYCLES]
