@@ -19,8 +19,9 @@ from tests.trainer import videos as tv
 from trainer.backbone import ThumbnailBackbone, feature_settings
 from trainer.cache import FeatureCache
 from trainer.cli import main
+from trainer.decode_pool import Crashed, DecoderPool
 from trainer.errors import UsageError
-from trainer.extract import Crashed, DecoderPool, lock_cache
+from trainer.extract import lock_cache
 from trainer.frames import sample_frames
 
 REPO = Path(__file__).resolve().parents[2]
