@@ -199,7 +199,6 @@ def test_trainer_and_deploy_never_import_each_other():
     assert not crossing, crossing
 
 
-@pytest.mark.xfail(strict=True, reason="trainer/extract.py and trainer/backbone.py: split in the next commits")
 def test_no_file_over_the_line_limit_without_a_reason():
     long = _long_files()
     unknown = {f: n for f, n in long.items() if f not in KNOWN_DEPLOY_LONG_FILES}

@@ -2,7 +2,7 @@
 
 The path of one run, top to bottom (this module runs it; the steps' modules in brackets):
 
-1. settings  -> fingerprint (trainer.backbone.feature_settings); meta.json records them
+1. settings  -> fingerprint (trainer.backbone_settings.feature_settings); meta.json records them
 2. discover  -> videos with class and split (trainer.dataset); splits.json keeps the split
 3. identify  -> SHA-256 of each video's content (a (size, mtime_ns) stat cache in
                 hashes.json spares re-reading unchanged files); key = content + settings
@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from trainer import config as config_mod
-from trainer.backbone import feature_settings, load_backbone
+from trainer.backbone import load_backbone
+from trainer.backbone_settings import feature_settings
 from trainer.cache import CLASSES, FeatureCache, feature_key
 from trainer.dataset import Video, assign_splits, conflict_error, discover, duplicate_groups, label_conflicts
 from trainer.decode_pool import Crashed, DecoderPool, decode_video, worker_count

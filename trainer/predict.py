@@ -41,7 +41,7 @@ def read_model_info(model_path: Path) -> dict:
 
 
 def backbone_settings(info: dict, weights_override: str | None) -> dict:
-    from trainer.backbone import recorded_settings
+    from trainer.backbone_settings import recorded_settings
 
     return recorded_settings(info, weights_override)  # the backbone recorded with the model
 
