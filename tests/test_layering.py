@@ -234,8 +234,7 @@ def _help_gaps(parser: argparse.ArgumentParser, prog: str) -> list[str]:
     return gaps
 
 
-@pytest.mark.parametrize("tool", [pytest.param("trainer", marks=pytest.mark.xfail(
-    strict=True, reason="trainer's options get their help lines in a later commit")), "deploy"])
+@pytest.mark.parametrize("tool", PACKAGES)
 def test_every_cli_option_and_verb_has_a_help_line(tool):
     import importlib
 
