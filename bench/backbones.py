@@ -1,6 +1,6 @@
 """Backbones: frames/s of each feature extractor on the same real frames, as a ratio to VGG19.
 
-Every backbone of trainer/backbone.py runs on the same decoded frames (20 frames sampled
+Every backbone of trainer/backbone_settings.py runs on the same decoded frames (20 frames sampled
 from each of a few camera-like videos, resized to each backbone's own input size as
 extract does), through the same `features()` call extract and predict use, on this
 machine (the CPU, or a GPU where TensorFlow sees one). weights=none: random init, the
@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from frame_sampling import machine, make_videos  # noqa: E402
-from trainer.backbone import BACKBONES, feature_settings, load_backbone  # noqa: E402
+from trainer.backbone import load_backbone  # noqa: E402
+from trainer.backbone_settings import BACKBONES, feature_settings  # noqa: E402
 from trainer.cache import FeatureCache  # noqa: E402
 from trainer.frames import sample_frames  # noqa: E402
 

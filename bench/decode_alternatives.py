@@ -1,7 +1,7 @@
 """Decoding alone, OpenCV (what extract uses) against PyAV, on real-looking H.264 clips.
 
 Can the decoders keep a GPU fed? extract runs one decoder process per core, one
-FFmpeg thread each (trainer/extract.py), and each process reads every frame of a video
+FFmpeg thread each (trainer/decode_pool.py), and each process reads every frame of a video
 once, keeping only the 20 it samples (trainer.frames.sample_frames: grab() for every
 frame, retrieve() + convert + resize for the sampled ones). Timed here, one process, in
 the same run, on the same clips, each method over every clip:

@@ -67,7 +67,7 @@ def seed_method(paths: list[Path], out: Path) -> float:
     import keras
     from keras.applications import vgg19
 
-    from trainer.backbone import INIT_SEED
+    from trainer.backbone_settings import INIT_SEED
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -47,7 +47,8 @@ def decode_rate(paths: list[Path], threads: int | None, repeats: int) -> float:
 def vgg19_cpu_fps(batches: int) -> float:
     import numpy as np
 
-    from trainer.backbone import feature_settings, load_backbone
+    from trainer.backbone import load_backbone
+    from trainer.backbone_settings import feature_settings
 
     bb = load_backbone(feature_settings({"backbone": "vgg19", "weights": "none", "frames": 20, "image_size": 224}),
                        batch_size=32)

@@ -161,7 +161,8 @@ def main() -> int:
 
     import tensorflow as tf
 
-    from trainer.backbone import feature_settings, load_backbone
+    from trainer.backbone import load_backbone
+    from trainer.backbone_settings import feature_settings
     from trainer.config import load as load_config
     from trainer.model import build_model
 

@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {
         "frames": 20,  # frames sampled evenly over each whole video
         # vgg19 (the seed's: fc2, 4096) | efficientnetv2b0 (1280) | efficientnetv2s (1280, 384 px)
-        # | convnext_tiny (768) | thumbnail (tiny grey thumbnails, for CPU demos); see trainer/backbone.py
+        # | convnext_tiny (768) | thumbnail (tiny grey thumbnails, for CPU demos); see trainer/backbone_settings.py
         "backbone": "vgg19",
         "weights": "imagenet",  # imagenet | none | path to a .weights.h5 / .keras file
         "image_size": 0,  # backbone input side in pixels; 0 = the backbone's own (vgg19: 224, fixed)
@@ -193,9 +193,9 @@ def explicit_data(path: str | Path | None) -> dict:
 
 
 def _check_backbone(name: str) -> None:
-    """data.backbone names a backbone trainer/backbone.py knows (checked here so a typo fails at once)."""
+    """data.backbone names a backbone trainer/backbone_settings.py knows (checked here so a typo fails at once)."""
     try:
-        from trainer.backbone import BACKBONES
+        from trainer.backbone_settings import BACKBONES
     except ImportError:  # no NumPy: `scan` on a laptop with only the deploy extra; the trainer that runs checks it
         return
 

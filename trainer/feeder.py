@@ -37,7 +37,7 @@ _STOP = object()
 def extraction_devices(settings: dict, gpus: int = 0) -> list[str]:
     """TensorFlow device names that extract uses: all GPUs (at most `gpus` when > 0), else the
     logical CPU devices. The thumbnail backbone has no graph: one host "device"."""
-    from trainer.backbone import SPECS
+    from trainer.backbone_settings import SPECS
 
     if SPECS[settings["backbone"]].app is None:
         return ["host"]
@@ -57,7 +57,8 @@ def extraction_devices(settings: dict, gpus: int = 0) -> list[str]:
 def describe_backbone_run(settings: dict, devices: list[str]) -> str:
     """One line for the extract log: which backbone, in which precision, where, and whether
     it compiles with XLA and why (trainer/backbone.py decides; this only reports it)."""
-    from trainer.backbone import SPECS, backbone_policy, xla_decision
+    from trainer.backbone import xla_decision
+    from trainer.backbone_settings import SPECS, backbone_policy
 
     if SPECS[settings["backbone"]].app is None:
         return f"backbone {settings['backbone']} on the host (no network: nothing to compile)"

@@ -32,7 +32,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from trainer.errors import UsageError
 
 THRESHOLD = 0.5
-DEFAULT_WINDOW_S = 5.0  # when model_info.json does not say how long the training clips were
 
 
 def read_model_info(model_path: Path) -> dict:
@@ -42,7 +41,7 @@ def read_model_info(model_path: Path) -> dict:
 
 
 def backbone_settings(info: dict, weights_override: str | None) -> dict:
-    from trainer.backbone import recorded_settings
+    from trainer.backbone_settings import recorded_settings
 
     return recorded_settings(info, weights_override)  # the backbone recorded with the model
 

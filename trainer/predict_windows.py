@@ -3,6 +3,7 @@
 Each file is read in one pass (timeline.WindowSampler); the windows' frames go through
 shared backbone batches (batching.BatchedClassifier); one JSON line per window, then a
 line per file with the merged segments at or above the threshold (and the plot).
+predict.py calls in here; nothing here imports predict.py (that was an import circle).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.predict import DEFAULT_WINDOW_S
+DEFAULT_WINDOW_S = 5.0  # when model_info.json does not say how long the training clips were
 
 
 def resolve_window(args, info: dict) -> tuple[float | None, float | None, int | None, str]:

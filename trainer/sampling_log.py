@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 def count_sampling(run: dict, result: dict) -> None:
-    """Add one decoded video (extract.decode_video's result) to run["sampling"]."""
+    """Add one decoded video (decode_pool.decode_video's result) to run["sampling"]."""
     method = result.get("sampling")
     if method is None:
         return

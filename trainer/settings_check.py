@@ -21,7 +21,7 @@ from trainer.errors import UsageError
 FEATURE_KEYS = ("backbone", "weights", "image_size", "frames", "precision")
 # (data.precision in a config, the precision a cache's meta.json records) that are the same choice
 AGREEING_PRECISIONS = {("auto", None), ("auto", "float32"), ("auto", "float16"), ("bfloat16", "bfloat16")}
-# what predict and evaluate need from a model's recorded backbone (trainer.backbone.recorded_settings)
+# what predict and evaluate need from a model's recorded backbone (trainer.backbone_settings.recorded_settings)
 RECORDED_KEYS = ("backbone", "weights", "image_size", "frames", "feature_dim")
 
 
@@ -69,21 +69,21 @@ def model_info(model_path: str | Path, required: bool = True) -> dict | None:
 
 
 def _native_size(backbone: str) -> int | None:
-    from trainer.backbone import SPECS
+    from trainer.backbone_settings import SPECS
 
     spec = SPECS.get(backbone)
     return spec.size if spec else None
 
 
 def _no_network(backbone: str) -> bool:
-    from trainer.backbone import SPECS
+    from trainer.backbone_settings import SPECS
 
     return backbone not in SPECS or SPECS[backbone].app is None
 
 
 def _weights_id(weights: str, backbone: str) -> tuple[str, str]:
     """(how to compare, value): the id meta.json records, or the resolved path when the file is not here."""
-    from trainer.backbone import INIT_SEED, SPECS
+    from trainer.backbone_settings import INIT_SEED, SPECS
     from trainer.cache import sha256_file
 
     spec = SPECS.get(backbone)

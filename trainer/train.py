@@ -64,7 +64,7 @@ def train(cfg: dict, cache_dir, out: Path, resume: bool = False, evaluate: bool 
     import keras
 
     from trainer import callbacks as cb
-    from trainer.backbone import model_info_entry
+    from trainer.backbone_settings import model_info_entry
     from trainer import checkpoints, data, device_choice, losses, runtime, schedule
     from trainer.metrics import LabelledAccuracy  # noqa: F401  registered before a checkpoint is loaded
     from trainer.model import build_model, cudnn_eligible, lstm_layers, synchronize_batch_norm

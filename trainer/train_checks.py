@@ -20,7 +20,7 @@ from trainer.settings_check import cache_meta, check_train_cache
 
 def check_inputs(args, cfg: dict) -> list[str]:
     """Raise UsageError for the first problem; returns warnings to print once train.log is open."""
-    from trainer.backbone import feature_settings
+    from trainer.backbone_settings import feature_settings
 
     dry_run = getattr(args, "dry_run", False)
     if dry_run:  # the data section as extract will read it on the host (e.g. an image_size VGG19 cannot take)

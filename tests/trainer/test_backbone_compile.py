@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from tests.trainer.gpu_standin import RecordedGPUs
-from trainer.backbone import KerasBackbone, feature_settings
+from trainer.backbone import KerasBackbone
+from trainer.backbone_settings import feature_settings
 
 SETTINGS = {"backbone": "efficientnetv2b0", "weights": "none", "frames": 4, "image_size": 32}
 

@@ -14,7 +14,8 @@ import yaml
 
 from tests.trainer import videos as tv
 from trainer import config as config_mod
-from trainer.backbone import BACKBONES, SPECS, feature_settings, load_backbone
+from trainer.backbone import load_backbone
+from trainer.backbone_settings import BACKBONES, SPECS, feature_settings
 from trainer.cache import FeatureCache
 from trainer.cli import main
 from trainer.errors import UsageError

@@ -24,7 +24,7 @@ def test_train_yaml_equals_defaults():
 def test_seed_values_are_the_defaults():
     d = config.DEFAULTS
     assert (d["data"]["frames"], d["data"]["backbone"], d["data"]["image_size"]) == (20, "vgg19", 0)
-    from trainer.backbone import feature_settings
+    from trainer.backbone_settings import feature_settings
 
     assert feature_settings(d["data"])["image_size"] == 224  # 0 = the backbone's own: VGG19's 224
     assert (d["train"]["batch_size"], d["train"]["epochs"], d["train"]["learning_rate"]) == (64, 100, 1e-3)

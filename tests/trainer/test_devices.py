@@ -44,7 +44,7 @@ def test_mixed_precision_only_with_tensor_cores(monkeypatch, float32_after):
 
 
 def test_extraction_sets_memory_growth_on_every_gpu_even_when_it_uses_one(monkeypatch):
-    from trainer.backbone import feature_settings
+    from trainer.backbone_settings import feature_settings
     from trainer.feeder import extraction_devices
 
     gpus = RecordedGPUs(monkeypatch, count=2)
@@ -57,7 +57,7 @@ def test_extraction_sets_memory_growth_on_every_gpu_even_when_it_uses_one(monkey
 # ---- the effective precision of extraction: part of the cache key ----------------------------------
 
 def _settings(**data):
-    from trainer.backbone import feature_settings
+    from trainer.backbone_settings import feature_settings
 
     return feature_settings({"backbone": "convnext_tiny", "weights": "none", "frames": 4, "image_size": 32, **data})
 
@@ -88,7 +88,8 @@ def test_bfloat16_backbones_only_on_compute_capability_8(monkeypatch):
 
 def test_the_backbone_is_built_in_the_recorded_precision(monkeypatch, float32_after):
     """A model trained on float32 features predicts with a float32 backbone, even on a GPU."""
-    from trainer.backbone import KerasBackbone, backbone_policy
+    from trainer.backbone import KerasBackbone
+    from trainer.backbone_settings import backbone_policy
 
     assert backbone_policy("float32", on_gpu=True) == "float32"
     assert backbone_policy("float16", on_gpu=True) == "mixed_float16"

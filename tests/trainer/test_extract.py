@@ -16,11 +16,13 @@ import pytest
 import yaml
 
 from tests.trainer import videos as tv
-from trainer.backbone import ThumbnailBackbone, feature_settings
+from trainer.backbone import ThumbnailBackbone
+from trainer.backbone_settings import feature_settings
 from trainer.cache import FeatureCache
 from trainer.cli import main
+from trainer.decode_pool import Crashed, DecoderPool
 from trainer.errors import UsageError
-from trainer.extract import Crashed, DecoderPool, lock_cache
+from trainer.extract import lock_cache
 from trainer.frames import sample_frames
 
 REPO = Path(__file__).resolve().parents[2]
@@ -338,7 +340,7 @@ def test_vgg19_features_match_an_independent_computation_and_the_predict_path(tm
     import keras
     from keras.applications import vgg19
 
-    from trainer.backbone import INIT_SEED, feature_settings
+    from trainer.backbone_settings import INIT_SEED, feature_settings
 
     colour = (200, 100, 10)  # R, G, B: far from grey, so a channel swap error shows
     frames = np.empty((2, 224, 224, 3), np.uint8)

@@ -19,7 +19,7 @@ import pytest
 
 from tests.trainer.videos import (avi_with_frame_count, indexed_frames, read_index, truncated_copy,
                                   write_opencv)
-from trainer.backbone import feature_settings
+from trainer.backbone_settings import feature_settings
 from trainer.cache import atomic_write_json
 from trainer.cli import main
 from trainer.frames import sample_indices
