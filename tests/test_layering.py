@@ -27,13 +27,6 @@ PACKAGES = ("trainer", "deploy")
 MAX_LINES = 400
 REASON_MARKER = "One file because"
 
-# Known breaches in deploy/, which the deploy/ half of issue 24 reorganises (another branch).
-# Each entry must still be a breach: once that work lands, the test says which entry to delete.
-KNOWN_DEPLOY_CYCLES: set[frozenset[str]] = {
-    frozenset({"deploy.providers.vast", "deploy.vast_offers"}),  # vast_offers's TYPE_CHECKING import
-}
-KNOWN_DEPLOY_LONG_FILES: set[str] = {"deploy/providers/vast.py", "deploy/watchdog.py"}
-KNOWN_DEPLOY_HELP_GAPS: set[str] = {"python -m deploy bid price", "python -m deploy run --bwlimit"}
 
 
 def module_files(packages=PACKAGES, root: Path = ROOT) -> dict[str, Path]:
@@ -186,10 +179,7 @@ def test_the_cycle_finder_finds_a_function_level_cycle_and_resolves_relative_imp
 
 def test_no_import_cycle_in_trainer_or_deploy():
     found = cycles(import_graph())
-    unknown = [c for c in found if frozenset(c) not in KNOWN_DEPLOY_CYCLES]
-    assert not unknown, "import cycles: " + "; ".join(" -> ".join(c) for c in unknown)
-    stale = KNOWN_DEPLOY_CYCLES - {frozenset(c) for c in found}
-    assert not stale, f"no longer a cycle, delete it from KNOWN_DEPLOY_CYCLES: {[sorted(s) for s in stale]}"
+    assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
 
 
 def test_trainer_and_deploy_never_import_each_other():
@@ -201,11 +191,8 @@ def test_trainer_and_deploy_never_import_each_other():
 
 def test_no_file_over_the_line_limit_without_a_reason():
     long = _long_files()
-    unknown = {f: n for f, n in long.items() if f not in KNOWN_DEPLOY_LONG_FILES}
-    assert not unknown, (f"over {MAX_LINES} lines with no '{REASON_MARKER} ...' sentence in the module "
-                         f"docstring (split it along a seam you can name, or give the reason): {unknown}")
-    stale = KNOWN_DEPLOY_LONG_FILES - set(long)
-    assert not stale, f"no longer over the limit (or moved), delete from KNOWN_DEPLOY_LONG_FILES: {sorted(stale)}"
+    assert not long, (f"over {MAX_LINES} lines with no '{REASON_MARKER} ...' sentence in the module "
+                      f"docstring (split it along a seam you can name, or give the reason): {long}")
 
 
 def test_the_line_limit_accepts_a_reason_in_the_docstring(tmp_path):
@@ -241,7 +228,4 @@ def test_every_cli_option_and_verb_has_a_help_line(tool):
     parser = importlib.import_module(f"{tool}.cli").build_parser()
     assert (parser.description or "").strip(), f"python -m {tool} --help has no description"
     gaps = _help_gaps(parser, f"python -m {tool}")
-    unknown = [g for g in gaps if g not in KNOWN_DEPLOY_HELP_GAPS]
-    assert not unknown, "no help line: " + ", ".join(unknown)
-    stale = {g for g in KNOWN_DEPLOY_HELP_GAPS if g.startswith(f"python -m {tool} ")} - set(gaps)
-    assert not stale, f"these have a help line now, delete them from KNOWN_DEPLOY_HELP_GAPS: {sorted(stale)}"
+    assert not gaps, "no help line: " + ", ".join(gaps)

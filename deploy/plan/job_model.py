@@ -68,7 +68,7 @@ DISK_MBPS_FALLBACK = 500.0
 # configs/train.yaml defaults, used when the train config lacks a key.
 FRAMES_DEFAULT, EPOCHS_DEFAULT = 20, 100
 SPLIT_DEFAULT = {"train": 0.70, "val": 0.15}
-FEATURE_DIM = {"vgg19": 4096}  # trainer/backbone.py VGG19_DIM; thumbnail: image_size ** 2
+FEATURE_DIM = {"vgg19": 4096}  # trainer/backbone_settings.py VGG19_DIM; thumbnail: image_size ** 2
 # What `fetch` brings back besides best_model.keras (deploy/fetch.py RESULTS): metrics, history, log,
 # plots and TensorBoard scalars. An assumption of their order of magnitude, not a measurement.
 FETCH_EXTRA_BYTES = 20_000_000

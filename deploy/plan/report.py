@@ -108,7 +108,7 @@ def run_times(train_log: str, history_csv: str = "") -> dict:
     """{started, extract_start, train_start, ended, exit_code, epochs} from train.log / history."""
     out: dict = {}
     for line in train_log.splitlines():
-        if line.startswith("usable videos: "):  # trainer extract's summary (trainer/extract.py print_summary)
+        if line.startswith("usable videos: "):  # trainer extract's summary (trainer/extract_summary.py print_summary)
             n = line.split()[2].rstrip(",")
             if n.isdigit():
                 out["videos"] = int(n)
