@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from frame_sampling import machine, make_videos  # noqa: E402
+from clips import make_videos  # noqa: E402
+from frame_sampling import machine  # noqa: E402
 from trainer.backbone import load_backbone  # noqa: E402
 from trainer.backbone_settings import BACKBONES, feature_settings  # noqa: E402
 from trainer.cache import FeatureCache  # noqa: E402

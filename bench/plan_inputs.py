@@ -28,7 +28,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.frame_sampling import machine, make_videos, transcode_h264  # noqa: E402
+from bench.clips import make_videos, transcode_h264  # noqa: E402
+from bench.frame_sampling import machine  # noqa: E402
 from deploy.plan import job_model  # noqa: E402
 from trainer.frames import sample_frames  # noqa: E402
 
