@@ -41,12 +41,15 @@ KERAS_A100_VGG19_FPS = 32 / 0.0044
 A100_FP32_TFLOPS = 19.5
 # bench/plan_inputs.py, "decode, 1 thread": sample_frames on 640x360 5-s H.264 clips (x264 defaults),
 # one process, one decoder thread = one extract worker per core (2-core AMD EPYC dev machine).
-DECODE_VIDEOS_PER_S_PER_CORE = 5.0  # measured 4.97 (2026-12-01)
+DECODE_VIDEOS_PER_S_PER_CORE = 5.0  # measured 4.97 (2026-12-01); 7.84 at low load with keyframe seeks (2026-12-06)
 # The same measurement per decoded pixel: 4.97 clips/s x 150 frames (5 s at 30 fps) x 640 x 360.
-# Decoding reads every frame of a video, so its cost is frames x pixels: `python -m trainer scan`
+# The model charges every frame of a video, frames x pixels: `python -m trainer scan`
 # gives both per video (container headers: frame count, width, height). Linear in pixels, this
 # predicts 0.76 videos/s per core for docs/benchmarks.md's 720p/1080p H.264 clips (bench/decode_alternatives.py
-# measured 0.88-1.02): about 5x slower than 640x360, and on the safe side by ~20 %.
+# measured 0.88-1.02): about 5x slower than 640x360, and on the safe side by ~20 %. Since extract
+# seeks to keyframes (trainer/seek_plan.py), a long clip decodes only the groups of pictures that
+# hold its 20 frames (1,202 of 18,000 for 10 min at GOP 250, bench/frame_sampling.py), so for long
+# clips this errs high, by up to ~10x: the estimate then overstates cost, never understates it.
 DECODE_PIXEL_FRAMES_PER_S_PER_CORE = 4.97 * 150 * 640 * 360
 # Backbone frames/s on one A100-equivalent GPU. thumbnail does no GPU work (a resize): decode-bound.
 BACKBONE_A100_FPS = {"vgg19": KERAS_A100_VGG19_FPS, "thumbnail": math.inf}
