@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from deploy.errors import UsageError
 
 
-def _loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """A bare host name or address (no port, no brackets) that never leaves this machine."""
     if host == "localhost":
         return True
     try:
@@ -25,6 +26,6 @@ def _loopback(host: str) -> bool:
 def refuse_plain_http(url: str, what: str, setting: str) -> None:
     """Raise when `url` would carry `what` (a credential) unencrypted to another machine."""
     parts = urlsplit(url)
-    if parts.scheme.lower() == "http" and not _loopback(parts.hostname or ""):
+    if parts.scheme.lower() == "http" and not is_loopback_host(parts.hostname or ""):
         raise UsageError(f"refusing to send {what} over plain http:// to {parts.hostname}: anyone on the way could "
                          f"read it; use https:// in {setting}")

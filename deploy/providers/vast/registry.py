@@ -28,12 +28,12 @@ Every lookup is short (TIMEOUT_S per request) and its failure is a finding, neve
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 
 from deploy.errors import UsageError
+from deploy.http_guard import is_loopback_host
 from deploy.providers.vast.image import is_vendor_image, parse as parse_reference
 
 TIMEOUT_S = 6.0
@@ -89,14 +89,9 @@ def endpoint(image: str, env=None) -> tuple[str, str, str]:
 
 
 def is_loopback(host: str) -> bool:
+    """A registry's `host[:port]` (IPv6 in brackets) on this machine."""
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(name.strip("[]"))
 
 
 def _login(image_login: dict | None, env) -> tuple[str | None, str | None]:
