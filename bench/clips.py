@@ -27,7 +27,8 @@ def make_videos(root: Path, n: int, length: int, width: int, height: int) -> lis
             continue
         rng = np.random.default_rng(i)
         base = cv2.resize(rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8), (width, height))
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (width, height))
+        tmp = path.with_suffix(".tmp.mp4")  # a clip cut short by Ctrl-C is never reused as finished
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 30, (width, height))
         pos = rng.uniform(0, 1, (5, 2)) * (width, height)
         vel = rng.normal(0, 6, (5, 2))
         for _ in range(length):
@@ -38,6 +39,7 @@ def make_videos(root: Path, n: int, length: int, width: int, height: int) -> lis
             noise = rng.integers(0, 12, frame.shape, dtype=np.uint8)
             writer.write(cv2.add(frame, noise))
         writer.release()
+        tmp.replace(path)
         paths.append(path)
     return paths
 
@@ -52,7 +54,9 @@ def transcode_h264(paths: list[Path], root: Path) -> list[Path] | None:
         dst = root / p.parent.name / p.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.is_file():
+            tmp = dst.with_suffix(".tmp.mp4")
             subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(p), "-c:v", "libx264", "-preset", "veryfast",
-                            "-pix_fmt", "yuv420p", str(dst)], check=True)
+                            "-pix_fmt", "yuv420p", str(tmp)], check=True)
+            tmp.replace(dst)
         out.append(dst)
     return out
